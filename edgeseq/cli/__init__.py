@@ -1,0 +1,25 @@
+"""The ``edgeseq`` command line: one thin module per command, all registered on one Typer app.
+
+Importing this package loads neither TensorFlow, Keras nor OpenCV: commands import their library
+modules inside the function body.
+"""
+
+import typer
+
+app = typer.Typer(
+    name="edgeseq",
+    help="Train small Keras models, export them to TFLite and ONNX, and prove on the device that they "
+    "still compute what was trained.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+from edgeseq.cli import evaluate, train, zoo  # noqa: E402  (registers the commands)
+
+__all__ = ["app", "main", "evaluate", "train", "zoo"]
+
+
+def main() -> None:
+    app()

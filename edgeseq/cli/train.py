@@ -1,0 +1,52 @@
+"""``edgeseq train``: fit a zoo model with its seed recipe and write a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from edgeseq.cli import app
+from edgeseq.cli.common import DataDir, force_cpu, user_errors
+from edgeseq.training.zoo import ZooName
+
+
+@app.command("train")
+def train_command(
+    name: Annotated[ZooName, typer.Argument(help="Zoo model to train (see `edgeseq zoo`).")],
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: the seed recipe's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: the recipe's).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: the recipe's).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same model on CPU.")] = 0,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N training images only (quick runs).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default: runs/NAME).")] = None,
+    data_dir: DataDir = None,
+    mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="Compute in float16 on GPU "
+                                                  "(bfloat16 on CPU), keep weights in float32.")] = False,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when a GPU is visible.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress bar.")] = False,
+) -> None:
+    """Train a zoo model on MNIST, on a GPU when one is visible, and write model.keras, card.json,
+    history.json, curves.png and TensorBoard logs into the run directory. The card's test metrics are
+    always measured on the whole 10k test set."""
+    if cpu:
+        force_cpu()
+    out = out or Path("runs") / name.value
+    with user_errors():
+        from edgeseq.training.train import seed_check, train
+
+        result = train(name, out_dir=out, epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed,
+                       limit=limit, mixed_precision=mixed_precision, data_dir=data_dir, progress=not quiet)
+    card = result.card
+    device = card["training"]["device"]
+    metric, achieved, target, met = seed_check(card)
+    typer.echo(f"trained {card['name']} ({card['parameters']:,} parameters) on {device['type']} "
+               f"({device['name']}, {device['backend']} backend): {card['training']['epochs']} epoch{'s' if card['training']['epochs'] != 1 else ''} "
+               f"on {card['training']['train_images']:,} images in {card['training']['seconds']:.1f} s")
+    typer.echo(f"test {metric} {achieved:.4f} on {card['metrics']['test_examples']:,} images "
+               f"(seed target {target:.3f}: {'reached' if met else 'not reached'})")
+    typer.echo(f"run directory: {result.run_dir}")
+    for f in result.files:
+        typer.echo(f"  {f.name}{'/' if f.is_dir() else ''}")

@@ -1,0 +1,74 @@
+"""PNG figures: training curves, confusion matrices, image grids. matplotlib is imported lazily (Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeseq.atomic import atomic_path
+from edgeseq.lazy import require
+
+
+def _pyplot():
+    matplotlib = require("matplotlib")
+    matplotlib.use("Agg")  # files only; never needs a display
+    return require("matplotlib.pyplot")
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def training_curves(history: dict, path: Path, title: str) -> Path:
+    """Loss and accuracy per epoch, training and validation, side by side."""
+    plt = _pyplot()
+    epochs = history["epoch"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-o"), ("val_", "--s")):
+            if prefix + metric in history:
+                ax.plot(epochs, history[prefix + metric], style, ms=3, label=(prefix or "train_") + metric)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion(matrix: np.ndarray, path: Path, title: str, col_labels: list[str]) -> Path:
+    """Counts of true digit (rows) against predicted (columns), annotated."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(0.55 * matrix.shape[1] + 1.5, 0.55 * matrix.shape[0] + 1.2))
+    ax.imshow(np.log1p(matrix), cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="black" if i != j else "white")
+    ax.set_xticks(range(matrix.shape[1]), col_labels)
+    ax.set_yticks(range(matrix.shape[0]), [str(i) for i in range(matrix.shape[0])])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def image_grid(images: np.ndarray, captions: list[str], path: Path, title: str, columns: int = 8) -> Path:
+    """(N, 28, 28) images in a grid, each with its caption (e.g. "7 -> 1")."""
+    plt = _pyplot()
+    n = max(len(images), 1)
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.35 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(caption, fontsize=8)
+    if not len(images):
+        axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,210 @@
+"""Train a zoo model with its seed recipe (or overrides) and write a complete run directory.
+
+A run directory holds ``model.keras``, ``card.json`` (see :mod:`edgeseq.card`), ``history.json``,
+``curves.png`` and TensorBoard logs under ``tensorboard/``. Keras 3 runs on whatever backend is
+installed and uses a GPU when one is visible; with a fixed seed a CPU run is repeatable bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgeseq import __version__, atomic, card as cards, plots
+from edgeseq.data import Split, is_canonical, load_split, locate, sha256_file
+from edgeseq.fingerprint import cpu_name, package_versions
+from edgeseq.metrics import score_outputs
+from edgeseq.lazy import keras as _keras, require
+from edgeseq.training import zoo
+from edgeseq.training.evaluate import headline, predict
+from edgeseq.training.models import MODEL_NAME
+
+_OPTIMIZERS = {"adam": "Adam", "rmsprop": "RMSprop", "sgd": "SGD"}
+
+
+def describe_device(keras) -> dict:
+    """The device Keras will train on: the first visible GPU, else the CPU."""
+    backend = keras.backend.backend()
+    info = {"backend": backend, "type": "cpu", "name": cpu_name(), "count": 1}
+    if backend == "tensorflow":
+        tf = require("tensorflow")
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            info.update(type="gpu", name=details.get("device_name", gpus[0].name), count=len(gpus))
+    elif backend == "jax":
+        jax = require("jax")
+        devices = jax.devices()
+        if devices[0].platform != "cpu":
+            info.update(type="gpu", name=devices[0].device_kind, count=len(devices))
+    elif backend == "torch":
+        torch = require("torch")
+        if torch.cuda.is_available():
+            info.update(type="gpu", name=torch.cuda.get_device_name(0), count=torch.cuda.device_count())
+    return info
+
+
+def _make_deterministic(keras, seed: int, device: dict) -> None:
+    keras.utils.set_random_seed(seed)  # Python, numpy and backend generators
+    if device["backend"] == "tensorflow" and device["type"] == "cpu":
+        require("tensorflow").config.experimental.enable_op_determinism()
+
+
+def _epoch_timer(keras):
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(round(time.perf_counter() - self._start, 3))
+
+    return EpochTimer()
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    card: dict
+    files: list[Path] = field(default_factory=list)
+
+
+def train(
+    name: str | zoo.ZooName,
+    *,
+    out_dir: str | Path,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    mixed_precision: bool = False,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    train_split: Split | None = None,
+    test_split: Split | None = None,
+) -> TrainResult:
+    """Train zoo model ``name`` and write its run directory; returns the card that was written.
+
+    ``limit`` keeps the first N training images (quick runs); the card's test metrics always use the
+    whole test split. ``train_split``/``test_split`` skip loading MNIST (tests, notebooks).
+    """
+    entry = zoo.get(name)
+    recipe = entry.recipe.with_overrides(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    source = locate(data_dir) if train_split is None or test_split is None else None
+    train_data = (train_split or load_split("train", source=source)).head(limit)
+    test_data = test_split or load_split("test", source=source)
+
+    keras = _keras()
+    device = describe_device(keras)
+    _make_deterministic(keras, seed, device)
+    policy = None
+    if mixed_precision:
+        policy = "mixed_float16" if device["type"] == "gpu" else "mixed_bfloat16"
+        keras.config.set_dtype_policy(policy)
+    try:
+        model = entry.build()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    x = train_data.images  # (N, 28, 28) float32 in [0, 1]: every zoo model's input
+    y = zoo.targets(entry.task, train_data.labels)  # (N,) digits or (N, 5) character ids
+    val_split = recipe.val_split if int(len(x) * recipe.val_split) >= 1 else 0.0
+    learning_rate = recipe.learning_rate
+    if recipe.schedule == "cosine":
+        steps = math.ceil((len(x) - int(len(x) * val_split)) / recipe.batch_size) * recipe.epochs
+        learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=steps, alpha=0.01)
+    optimizer = getattr(keras.optimizers, _OPTIMIZERS[recipe.optimizer])(learning_rate=learning_rate)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    run_dir = Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timer = _epoch_timer(keras)
+    callbacks = [timer]
+    tensorboard = importlib.util.find_spec("tensorboard") is not None and importlib.util.find_spec("tensorflow") is not None
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
+
+    started = time.perf_counter()
+    fitted = model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, validation_split=val_split,
+                       shuffle=True, callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - started
+
+    probs = predict(model, test_data.images, zoo.INPUT_SHAPE)
+    test_metrics = headline(entry.task.value, score_outputs(entry.task.value, probs, test_data.labels))
+
+    history = {"epoch": list(range(1, len(timer.seconds) + 1)), "epoch_seconds": timer.seconds}
+    history.update({k: [round(float(v), 6) for v in vs] for k, vs in fitted.history.items()})
+
+    files = []
+    with atomic.atomic_path(run_dir / MODEL_NAME) as tmp:
+        model.save(tmp)
+    files.append(run_dir / MODEL_NAME)
+    files.append(atomic.write_json(run_dir / "history.json", history))
+    files.append(plots.training_curves(history, run_dir / "curves.png", f"{entry.name.value}: training curves"))
+    card = make_card(entry, recipe, model, seed=seed, limit=limit, policy=policy, device=device,
+                     test_metrics=test_metrics, test_examples=len(test_data), history=history,
+                     seconds=seconds, n_train=len(x), val_split=val_split, source=source,
+                     model_file=run_dir / MODEL_NAME, tensorboard=tensorboard)
+    files.append(atomic.write_json(run_dir / cards.CARD_NAME, card))
+    if tensorboard:
+        files.append(run_dir / "tensorboard")
+    return TrainResult(run_dir, card, files)
+
+
+def make_card(entry, recipe, model, *, seed, limit, policy, device, test_metrics, test_examples, history,
+              seconds, n_train, val_split, source, model_file: Path, tensorboard: bool) -> dict:
+    """The model card of a freshly trained zoo model (schema in :mod:`edgeseq.card`)."""
+    n_val = int(n_train * val_split)
+    metric, target = entry.seed_metric, entry.seed_target
+    final = {k: v[-1] for k, v in history.items() if k not in ("epoch", "epoch_seconds")}
+    return {
+        "schema": cards.SCHEMA,
+        "name": entry.name.value,
+        "source": "zoo",
+        "summary": entry.summary,
+        "parameters": int(model.count_params()),
+        "input": {"name": model.inputs[0].name, "shape": [None, *zoo.INPUT_SHAPE], "dtype": "float32"},
+        "output": cards.spell_output() if entry.task is zoo.Task.spell else cards.classify_output(),
+        "preprocessing": cards.PREPROCESSING,
+        "recipe": {**dataclasses.asdict(recipe), "loss": "sparse_categorical_crossentropy", "seed": seed,
+                   "limit": limit, "dtype_policy": policy or "float32"},
+        "metrics": {
+            "test": test_metrics,
+            "test_examples": test_examples,
+            "seed_target": {"metric": metric, "value": target},
+            "meets_seed_target": bool(test_metrics[metric] >= target),
+        },
+        "training": {
+            "seconds": round(seconds, 2),
+            "epochs": len(history["epoch"]),
+            "epoch_seconds": history["epoch_seconds"],
+            "train_images": n_train - n_val,
+            "validation_images": n_val,
+            "final": final,
+            "device": device,
+            "tensorboard": "tensorboard/" if tensorboard else None,
+        },
+        "data": {**source.describe(), "canonical_mnist": is_canonical(source)} if source else {"kind": "in-memory"},
+        "versions": {"edgeseq": __version__, "python": sys.version.split()[0], "keras_backend": device["backend"],
+                     **package_versions("keras", "tensorflow", "jax", "torch", "numpy")},
+        "model_file": {"name": model_file.name, "sha256": sha256_file(model_file), "bytes": model_file.stat().st_size},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def seed_check(card: dict) -> tuple[str, float, float, bool]:
+    """(metric, achieved, seed target, met) from a card."""
+    target = card["metrics"]["seed_target"]
+    achieved = card["metrics"]["test"][target["metric"]]
+    return target["metric"], achieved, target["value"], achieved >= target["value"]
+

@@ -29,7 +29,7 @@ def quiet_tensorflow_logs() -> None:
 
 
 @contextlib.contextmanager
-def _native_stderr_captured():
+def native_stderr_captured():
     """Hold what C++ libraries write to fd 2 (CUDA probing on a CPU machine) while TensorFlow loads.
 
     The text is dropped on success and kept in the error on failure.
@@ -54,7 +54,7 @@ def require(module: str) -> ModuleType:
     top = module.split(".")[0]
     if top in ("tensorflow", "keras") and "tensorflow" not in sys.modules:
         quiet_tensorflow_logs()
-        with _native_stderr_captured():
+        with native_stderr_captured():
             return _import(module)
     return _import(module)
 

@@ -85,6 +85,7 @@ def train(
     epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
+    schedule: str | None = None,
     seed: int = 0,
     limit: int | None = None,
     mixed_precision: bool = False,
@@ -99,7 +100,8 @@ def train(
     whole test split. ``train_split``/``test_split`` skip loading MNIST (tests, notebooks).
     """
     entry = zoo.get(name)
-    recipe = entry.recipe.with_overrides(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    recipe = entry.recipe.with_overrides(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                        schedule=schedule)
     source = locate(data_dir) if train_split is None or test_split is None else None
     train_data = (train_split or load_split("train", source=source)).head(limit)
     test_data = test_split or load_split("test", source=source)

@@ -136,13 +136,16 @@ ZOO: dict[ZooName, ZooEntry] = {
         "accuracy", 0.977),
     ZooName.rnn128: ZooEntry(
         ZooName.rnn128, "SimpleRNN(128) over 28 rows -> Dense 10",
-        Task.classify, _recurrent("rnn128", "SimpleRNN", 128), Recipe(epochs=30, batch_size=128), "accuracy", 0.973),
+        Task.classify, _recurrent("rnn128", "SimpleRNN", 128), Recipe(epochs=30, batch_size=128, schedule="cosine"),
+        "accuracy", 0.973),
     ZooName.lstm: ZooEntry(
         ZooName.lstm, "LSTM(128) over 28 rows -> Dense 10 softmax",
-        Task.classify, _recurrent("lstm", "LSTM", 128), Recipe(epochs=10, batch_size=128), "accuracy", 0.988),
+        Task.classify, _recurrent("lstm", "LSTM", 128),
+        Recipe(epochs=10, batch_size=64, learning_rate=2e-3, schedule="cosine"), "accuracy", 0.988),
     ZooName.gru: ZooEntry(
         ZooName.gru, "GRU(128) over 28 rows -> Dense 10",
-        Task.classify, _recurrent("gru", "GRU", 128), Recipe(epochs=10, batch_size=128), "accuracy", 0.985),
+        Task.classify, _recurrent("gru", "GRU", 128),
+        Recipe(epochs=10, batch_size=64, learning_rate=2e-3, schedule="cosine"), "accuracy", 0.985),
     ZooName.seq2seq: ZooEntry(
         ZooName.seq2seq, "CNN encoder (conv32-pool-conv64-pool-dense128) -> SimpleRNN(128) decoder spelling 5 chars",
         Task.spell, build_seq2seq, Recipe(epochs=10, batch_size=128), "word_accuracy", 0.985),

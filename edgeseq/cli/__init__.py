@@ -13,12 +13,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from edgeseq.cli import evaluate, train, zoo  # noqa: E402  (registers the commands)
+from edgeseq.cli import evaluate, export, train, verify, zoo  # noqa: E402  (registers the commands)
 
-__all__ = ["app", "main", "evaluate", "train", "zoo"]
+__all__ = ["app", "main", "evaluate", "export", "train", "verify", "zoo"]
 
 
 def main() -> None:

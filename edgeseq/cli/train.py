@@ -19,6 +19,8 @@ def train_command(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: the seed recipe's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: the recipe's).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: the recipe's).")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: constant or cosine "
+                                                    "(decay to 1 % over the run); default: the recipe's.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same model on CPU.")] = 0,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N training images only (quick runs).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default: runs/NAME).")] = None,
@@ -37,7 +39,7 @@ def train_command(
     with user_errors():
         from edgeseq.training.train import seed_check, train
 
-        result = train(name, out_dir=out, epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed,
+        result = train(name, out_dir=out, epochs=epochs, batch_size=batch_size, learning_rate=lr, schedule=schedule, seed=seed,
                        limit=limit, mixed_precision=mixed_precision, data_dir=data_dir, progress=not quiet)
     card = result.card
     device = card["training"]["device"]

@@ -1,0 +1,56 @@
+"""``edgeseq export``: Keras -> TFLite / ONNX artifacts in a bundle, then verify them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from edgeseq.cli import app
+from edgeseq.cli.common import DataDir, JsonFlag, user_errors
+from edgeseq.cli.verify import print_report
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[Path, typer.Argument(help="A .keras file (zoo or your own) or a run directory.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="tflite, onnx, a comma list, or all.")] = "all",
+    quant: Annotated[str, typer.Option("--quant", "-q", help="fp32, fp16, dynamic, int8, a comma list, or all.")] = "all",
+    calib: Annotated[int, typer.Option(min=1, help="Training images that calibrate int8.")] = 300,
+    out: Annotated[Optional[Path], typer.Option(help="Bundle directory (default: bundle/ beside the model).")] = None,
+    data_dir: DataDir = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check every artifact against Keras afterwards.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Convert a Keras model to TFLite and ONNX at each quantization and write a bundle a device can use
+    without TensorFlow: the artifacts, manifest.json and reference.npz.
+
+    Each conversion runs in a separate process: one that crashes is reported failed and the others go on.
+    Then every artifact is verified against the Keras original (see `edgeseq verify`). Exits 1 when an
+    artifact failed to convert or fails its thresholds."""
+    with user_errors():
+        from edgeseq.export.bundle import export_bundle
+        from edgeseq.formats import Format, Quant, expand
+
+        formats, quants = expand(format, Format), expand(quant, Quant)
+        echo = (lambda *a, **k: None) if as_json else typer.echo
+        echo(f"exporting {model} -> {len(formats) * len(quants)} artifacts (each conversion in its own process)")
+        result = export_bundle(model, formats=formats, quants=quants, out_dir=out, calibration_size=calib,
+                               data_dir=data_dir, on_artifact=lambda aid, status: echo(f"  converted {aid}: {status}"))
+        for failed in result.failed:
+            echo(f"  {failed['id']} FAILED: {failed['error']}", err=True)
+        echo(f"bundle: {result.bundle_dir}")
+        report = None
+        if verify:
+            from edgeseq.verify import verify as run_verify
+
+            report = run_verify(result.bundle_dir, data_dir=data_dir)
+    if as_json:
+        typer.echo(json.dumps({"bundle": str(result.bundle_dir), "manifest": result.manifest, "verify": report}, indent=2))
+    elif report:
+        print_report(report)
+    if result.failed or (report and not report["passed"]):
+        raise typer.Exit(1)

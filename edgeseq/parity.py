@@ -1,0 +1,57 @@
+"""How far an artifact's outputs are from the Keras original's: agreement, accuracy delta, output error,
+and the verdict against :class:`~edgeseq.formats.Thresholds`. numpy only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeseq import labels, metrics
+from edgeseq.formats import Quant, Thresholds
+
+
+def compare(kind: str, outputs: np.ndarray, reference: np.ndarray, digits: np.ndarray) -> dict:
+    """Artifact ``outputs`` against Keras ``reference`` outputs (same shape) and the true ``digits``.
+
+    classify: (N, 10); spell: (N, 5, 16). Agreement is top-1 (classify) or the exact word (spell).
+    """
+    if outputs.shape != reference.shape:
+        raise ValueError(f"artifact outputs {outputs.shape} do not match the reference's {reference.shape}")
+    ids, ref_ids = outputs.argmax(axis=-1), reference.argmax(axis=-1)
+    truth = labels.encode_words(digits) if kind == "spell" else np.asarray(digits)
+    diff = np.abs(outputs.astype(np.float64) - reference.astype(np.float64))
+    result = {
+        "examples": int(len(outputs)),
+        "agreement": metrics.accuracy(ids, ref_ids),
+        "accuracy": metrics.accuracy(ids, truth),
+        "keras_accuracy": metrics.accuracy(ref_ids, truth),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+    }
+    result["accuracy_delta"] = result["accuracy"] - result["keras_accuracy"]
+    if kind == "spell":
+        words, ref_words = labels.decode_words(ids), labels.decode_words(ref_ids)
+        result["char_agreement"] = metrics.char_accuracy(ids, ref_ids)
+        result["char_error_rate"] = metrics.char_error_rate(words, labels.decode_words(truth))
+        result["char_error_rate_vs_keras"] = metrics.char_error_rate(words, ref_words)
+    return result
+
+
+def judge(quant: Quant | str, parity: dict, coverage: dict | None, thresholds: Thresholds) -> list[str]:
+    """Why an artifact fails its thresholds, one reason each with the numbers; empty when it passes."""
+    limits = thresholds.for_quant(Quant(quant))
+    reasons = []
+    agreement = parity["agreement"]
+    if agreement < limits["min_agreement"]:
+        disagree = round((1 - agreement) * parity["examples"])
+        reasons.append(f"agreement {agreement:.2%} < {limits['min_agreement']:.2%} ({disagree} of {parity['examples']} differ)")
+    if "max_abs_diff" in limits and parity["max_abs_diff"] > limits["max_abs_diff"]:
+        reasons.append(f"max |diff| {parity['max_abs_diff']:.2e} > {limits['max_abs_diff']:.0e}")
+    if "max_accuracy_drop" in limits and -parity["accuracy_delta"] > limits["max_accuracy_drop"] + 1e-12:
+        reasons.append(f"accuracy drop {-parity['accuracy_delta'] * 100:.2f} pts > {limits['max_accuracy_drop'] * 100:.1f}")
+    if "min_int8_mac_share" in limits:
+        share = (coverage or {}).get("int8_mac_share")
+        if share is None:
+            reasons.append("int8 coverage unknown")
+        elif share < limits["min_int8_mac_share"]:
+            reasons.append(f"only {share:.1%} of MACs in int8 < {limits['min_int8_mac_share']:.0%}")
+    return reasons

@@ -1,0 +1,68 @@
+"""ONNX artifacts through ONNX Runtime, on the execution provider asked for (default: the best available)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeseq.errors import ModelError
+from edgeseq.lazy import require
+from edgeseq.runtimes import check_input
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+_PREFERENCE = ("tensorrt", "cuda", "cpu")
+CHUNK = 1024  # examples per run() call when the batch dimension is free
+
+
+def available_providers() -> list[str]:
+    ort = require("onnxruntime")
+    return [name for name in _PREFERENCE if PROVIDERS[name] in ort.get_available_providers()]
+
+
+class OnnxRunner:
+    def __init__(self, path: Path, threads: int | None = None, provider: str | None = None):
+        ort = require("onnxruntime")
+        self.path = Path(path)
+        available = available_providers()
+        if provider is not None and provider not in available:
+            raise ModelError(f"execution provider {provider!r} is not available here; available: {', '.join(available)}")
+        chosen = [provider] if provider else available[:1]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options,
+                                                providers=list(dict.fromkeys([PROVIDERS[p] for p in chosen] + ["CPUExecutionProvider"])))
+        except Exception as exc:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...)
+            raise ModelError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).strip().splitlines()[0][:200]})") from exc
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{self.path} has {len(inputs)} inputs and {len(outputs)} outputs; edgeseq needs one of each")
+        self._in, self._out = inputs[0], outputs[0]
+        batch = self._in.shape[0]
+        self.batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.input_shape = tuple(int(d) for d in self._in.shape[1:])
+        self.runtime, self.runtime_version = "onnxruntime", ort.__version__
+
+    def run(self, x: np.ndarray, batch: int | None = None) -> np.ndarray:
+        """(N, *input_shape) float32 -> (N, ...) float32, ``batch`` examples per call (default: as many as fit)."""
+        x = check_input(x, self.input_shape, self.path)
+        step = self.batch or batch or CHUNK
+        results = []
+        for start in range(0, len(x), step):
+            chunk = x[start : start + step]
+            n = len(chunk)
+            if self.batch and n < self.batch:
+                chunk = np.concatenate([chunk, np.zeros((self.batch - n, *self.input_shape), np.float32)])
+            results.append(np.asarray(self.session.run([self._out.name], {self._in.name: chunk})[0], np.float32)[:n])
+        return np.concatenate(results)
+
+    def describe(self) -> dict:
+        return {"runtime": self.runtime, "version": self.runtime_version, "threads": self.threads,
+                "providers": self.session.get_providers(),
+                "input": {"name": self._in.name, "shape": list(self._in.shape), "dtype": self._in.type},
+                "output": {"name": self._out.name, "shape": list(self._out.shape), "dtype": self._out.type}}

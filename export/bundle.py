@@ -1,0 +1,236 @@
+"""Export a Keras model into a bundle: artifacts, ``manifest.json`` and ``reference.npz``.
+
+Conversions run in a crash-isolated worker (:mod:`edgeseq.export.isolation`): a converter that
+segfaults marks its artifact failed, with the reason, and the others go on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgeseq import __version__, atomic
+from edgeseq import bundle as bundles
+from edgeseq.data import Split, adapt_images, load_split, locate, sha256_file
+from edgeseq.errors import DataError, ModelError
+from edgeseq.fingerprint import package_versions
+from edgeseq.formats import EXTENSIONS, Format, Quant, artifact_id
+from edgeseq.runtimes import open_runner
+
+REFERENCE_SIZE = 500  # test images whose inputs travel with the bundle
+DEFAULT_CALIBRATION = 300  # training images for int8 calibration
+
+
+@dataclass(frozen=True)
+class Job:
+    fmt: Format
+    quant: Quant
+    path: str  # where the artifact goes
+    onnx_fp32: str | None = None  # an fp32 ONNX to derive from, when it exists
+
+    @property
+    def id(self) -> str:
+        return artifact_id(self.fmt, self.quant)
+
+
+# ----------------------------------------------------------------- worker side (spawned process)
+
+def _worker_setup(model_path: str, calibration: np.ndarray):
+    from edgeseq.training.models import load_model
+
+    return load_model(model_path), calibration
+
+
+def _worker_convert(context, job: Job) -> dict:
+    model, calibration = context
+    if job.fmt is Format.tflite:
+        from edgeseq.export import tflite
+
+        return tflite.convert(model, Path(job.path), job.quant, calibration)
+    from edgeseq.export import onnx
+
+    fp32 = Path(job.onnx_fp32) if job.onnx_fp32 and Path(job.onnx_fp32).is_file() else None
+    return onnx.convert(model, Path(job.path), job.quant, calibration, fp32_path=fp32)
+
+
+# ----------------------------------------------------------------- parent side
+
+@dataclass
+class ExportResult:
+    bundle_dir: Path
+    manifest: dict
+    failed: list[dict] = field(default_factory=list)
+
+
+def _layer_in_error(model, message: str) -> str | None:
+    """The Keras layer a converter error names (TF op names start with the layer's name)."""
+    for layer in model.layers:
+        if f"{layer.name}/" in message or f"'{layer.name}'" in message:
+            return f"layer {layer.name!r} ({type(layer).__name__})"
+    return None
+
+
+def _tensor_info(runner) -> dict:
+    """Input and output tensors of an artifact as the runtime sees them, with quantization parameters."""
+    if hasattr(runner, "interpreter"):
+        def one(detail):
+            scale, zero_point = detail["quantization"]
+            return {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
+                    "dtype": np.dtype(detail["dtype"]).name,
+                    "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None}
+
+        return {"inputs": [one(runner._in)], "outputs": [one(runner._out)]}
+
+    def one_onnx(arg):
+        return {"name": arg.name, "shape": [d if isinstance(d, int) else None for d in arg.shape],
+                "dtype": arg.type.replace("tensor(", "").rstrip(")"), "quantization": None}
+
+    return {"inputs": [one_onnx(runner._in)], "outputs": [one_onnx(runner._out)]}
+
+
+def _quant_notes(entry: dict) -> list[str]:
+    """Say plainly what was not quantized."""
+    cov = entry.get("coverage") or {}
+    notes = []
+    if entry["quant"] in ("dynamic", "int8") and cov:
+        float_macs = cov.get("float_mac_ops") or {}
+        if float_macs:
+            notes.append("left in float: " + ", ".join(f"{op} x{n}" for op, n in float_macs.items())
+                         + f" ({1 - cov['int8_mac_share']:.1%} of MACs)")
+        float_ops = sorted((cov.get("ops") or {}).get("float", {}))
+        if float_ops:
+            notes.append("float elementwise/other ops: " + ", ".join(float_ops))
+    fallback = (entry.get("recipe") or {}).get("dynamic_fallback")
+    if fallback:
+        notes.append(f"static QDQ could not reach {', '.join(fallback)}: dynamic int8 kernels used instead")
+    return notes
+
+
+def export_bundle(
+    model_path: str | Path,
+    *,
+    formats: list[Format],
+    quants: list[Quant],
+    out_dir: str | Path | None = None,
+    calibration_size: int = DEFAULT_CALIBRATION,
+    data_dir: str | Path | None = None,
+    reference_size: int = REFERENCE_SIZE,
+    on_artifact: Callable[[str, str], None] | None = None,
+    train_split: Split | None = None,
+    test_split: Split | None = None,
+) -> ExportResult:
+    """Convert ``model_path`` to every format x quantization asked for and write a bundle directory.
+
+    ``on_artifact(artifact_id, status)`` is called as each conversion ends (progress display).
+    """
+    from edgeseq.training.evaluate import predict
+    from edgeseq.training.models import describe, load_model, resolve_model_path
+
+    model_path = resolve_model_path(model_path)
+    model = load_model(model_path)
+    info = describe(model, model_path)
+    if calibration_size < 1:
+        raise DataError(f"--calib must be a positive number of images, got {calibration_size}")
+    source = locate(data_dir) if train_split is None or test_split is None else None
+    train_split = train_split or load_split("train", source=source)
+    test_split = test_split or load_split("test", source=source)
+
+    bundle_dir = Path(out_dir) if out_dir else model_path.parent / "bundle"
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    stale = bundle_dir / "logs"
+    if stale.is_dir():
+        shutil.rmtree(stale)
+
+    # Reference: the Keras model's outputs on the whole test split; inputs of the first R travel along.
+    started = time.perf_counter()
+    test_outputs = predict(model, test_split.images, info.input_shape)  # (N, ...) float32
+    r = min(reference_size, len(test_split))
+    with atomic.atomic_path(bundle_dir / bundles.REFERENCE) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, inputs=np.round(test_split.images[:r] * 255).astype(np.uint8),
+                                labels=test_split.labels[:r], outputs=test_outputs[:r], test_outputs=test_outputs,
+                                test_sha256=np.array(bundles.test_set_sha256(test_split.images, test_split.labels)))
+    reference_seconds = time.perf_counter() - started
+
+    calibration = adapt_images(train_split.images[:calibration_size], info.input_shape)  # (N, *input) float32
+    stem = model_path.stem if model_path.stem != "model" else (info.card or {}).get("name", "model")
+    jobs = []
+    for fmt in sorted(set(formats), key=list(Format).index):
+        onnx_fp32 = str(bundle_dir / f"{stem}-fp32.onnx") if fmt is Format.onnx and Quant.fp32 in quants else None
+        for quant in sorted(set(quants), key=list(Quant).index):
+            jobs.append(Job(fmt, quant, str(bundle_dir / f"{stem}-{quant.value}{EXTENSIONS[fmt]}"), onnx_fp32))
+
+    from edgeseq.export.isolation import run_isolated
+
+    outcomes = run_isolated(
+        jobs, _worker_convert, _worker_setup, (str(model_path), calibration), bundle_dir / "logs",
+        log_name=lambda job: f"{job.id}.log",
+        on_done=(lambda o: on_artifact(o.job.id, "ok" if o.ok else "failed")) if on_artifact else None)
+
+    time_steps = info.input_shape[0] if len(info.input_shape) >= 2 else None
+    artifacts = []
+    for outcome in outcomes:
+        job: Job = outcome.job
+        entry = {"id": job.id, "format": job.fmt.value, "quant": job.quant.value, "file": Path(job.path).name,
+                 "convert_seconds": round(outcome.seconds, 2), "log": f"logs/{job.id}.log"}
+        if not outcome.ok:
+            layer = _layer_in_error(model, outcome.error or "")
+            reason = f"{layer} cannot be exported to {job.fmt.value} {job.quant.value}: {outcome.error}" if layer else outcome.error
+            Path(job.path).unlink(missing_ok=True)
+            artifacts.append({**entry, "status": "failed", "error": reason})
+            continue
+        path = Path(job.path)
+        entry.update(status="ok", recipe=outcome.result, bytes=path.stat().st_size, sha256=sha256_file(path))
+        try:
+            runner = open_runner(path)
+            entry.update(_tensor_info(runner))
+            entry["runtime_check"] = "loads"
+        except ModelError as exc:  # converted but the runtime cannot even load it: keep, report
+            entry.update(status="failed", error=f"converted, but the runtime cannot load it: {exc}")
+        entry["coverage"] = _coverage(path, job.fmt, time_steps)
+        entry["notes"] = _quant_notes(entry)
+        artifacts.append(entry)
+
+    card = info.card or {}
+    manifest = {
+        "schema": bundles.SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": {"model": str(model_path), "file": model_path.name, "sha256": sha256_file(model_path),
+                   "name": card.get("name", stem), "card": bool(card), "parameters": int(model.count_params()),
+                   "test_metrics": (card.get("metrics") or {}).get("test")},
+        "input": {"name": "image", "shape": list(info.input_shape), "dtype": "float32"},
+        "output": info.output,
+        "preprocessing": card.get("preprocessing") or _default_preprocessing(),
+        "calibration": {"images": int(len(calibration)), "source": "the first N MNIST training images"},
+        "reference": {"file": bundles.REFERENCE, "examples": r, "test_examples": len(test_split),
+                      "test_sha256": bundles.test_set_sha256(test_split.images, test_split.labels),
+                      "seconds": round(reference_seconds, 2)},
+        "versions": {"edgeseq": __version__, "python": sys.version.split()[0],
+                     **package_versions("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert",
+                                        "onnxconverter-common", "numpy")},
+        "artifacts": artifacts,
+    }
+    atomic.write_json(bundle_dir / bundles.MANIFEST, manifest)
+    return ExportResult(bundle_dir, manifest, [a for a in artifacts if a["status"] != "ok"])
+
+
+def _default_preprocessing() -> dict:
+    from edgeseq.card import PREPROCESSING
+
+    return PREPROCESSING
+
+
+def _coverage(path: Path, fmt: Format, time_steps: int | None) -> dict | None:
+    from edgeseq.export import coverage
+
+    try:
+        return coverage.tflite_coverage(path) if fmt is Format.tflite else coverage.onnx_coverage(path, time_steps)
+    except Exception as exc:  # noqa: BLE001 - coverage is a report; a parse problem must not lose the artifact
+        return {"error": f"{type(exc).__name__}: {exc}"}

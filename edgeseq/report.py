@@ -58,14 +58,20 @@ def verify_markdown(report: dict) -> str:
         markdown_table(VERIFY_HEADERS, [verify_row(r) for r in rows]),
         "",
     ]
-    details = [r for r in rows if r["reasons"] or r.get("notes")]
+    details = verify_details(rows)
     if details:
-        out.append("## Reasons and notes")
-        out.append("")
-        for r in details:
-            for reason in r["reasons"]:
-                out.append(f"- **{r['id']}** fails: {reason}")
-            for note in r.get("notes", []):
-                out.append(f"- {r['id']}: {note}")
-        out.append("")
+        out += ["## Reasons and notes", "", *details, ""]
     return "\n".join(out)
+
+
+def verify_details(rows: list[dict]) -> list[str]:
+    """Markdown bullets: why each failing artifact fails, what each left unquantized, spelling error rates."""
+    lines = []
+    for r in rows:
+        lines += [f"- **{r['id']}** fails: {reason}" for reason in r["reasons"]]
+        lines += [f"- {r['id']}: {note}" for note in r.get("notes", [])]
+        p = r.get("parity") or {}
+        if "char_error_rate_vs_keras" in p:
+            lines.append(f"- {r['id']}: character error rate {p['char_error_rate_vs_keras']:.3%} against Keras's words, "
+                         f"{p['char_error_rate']:.3%} against the true words; char agreement {p['char_agreement']:.2%}")
+    return lines

@@ -6,6 +6,7 @@ segfaults marks its artifact failed, with the reason, and the others go on.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import time
@@ -70,11 +71,23 @@ class ExportResult:
 
 
 def _layer_in_error(model, message: str) -> str | None:
-    """The Keras layer a converter error names (TF op names start with the layer's name)."""
+    """The Keras layer a converter error names: graph scopes are ``model_1/<layer>_1/op``."""
     for layer in model.layers:
-        if f"{layer.name}/" in message or f"'{layer.name}'" in message:
+        if re.search(rf"(^|[/\"'\s]){re.escape(layer.name)}(_\d+)?/", message):
             return f"layer {layer.name!r} ({type(layer).__name__})"
     return None
+
+
+def _failure_reason(model, error: str, fmt: Format, quant: Quant, log: str) -> str:
+    """One line: which layer, which TF op, why; the whole converter output stays in the log."""
+    layer = _layer_in_error(model, error)
+    op = re.search(r"'tf\.(\w+)' op is neither a custom op nor a flex op", error) or \
+        re.search(r'fused\["(\w+):"', error)
+    first = error.strip().splitlines()[0][:240] if error.strip() else "unknown error"
+    if layer:
+        why = f"TF op {op.group(1)} has no {fmt.value} kernel" if op else first
+        return f"{layer} cannot be exported to {fmt.value} {quant.value}: {why} (details in {log})"
+    return f"{first} (details in {log})"
 
 
 def _tensor_info(runner) -> dict:
@@ -104,7 +117,7 @@ def _quant_notes(entry: dict) -> list[str]:
         if float_macs:
             notes.append("left in float: " + ", ".join(f"{op} x{n}" for op, n in float_macs.items())
                          + f" ({1 - cov['int8_mac_share']:.1%} of MACs)")
-        float_ops = sorted((cov.get("ops") or {}).get("float", {}))
+        float_ops = sorted(set((cov.get("ops") or {}).get("float", {})) - set(float_macs))
         if float_ops:
             notes.append("float elementwise/other ops: " + ", ".join(float_ops))
     fallback = (entry.get("recipe") or {}).get("dynamic_fallback")
@@ -123,12 +136,14 @@ def export_bundle(
     data_dir: str | Path | None = None,
     reference_size: int = REFERENCE_SIZE,
     on_artifact: Callable[[str, str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
     train_split: Split | None = None,
     test_split: Split | None = None,
 ) -> ExportResult:
     """Convert ``model_path`` to every format x quantization asked for and write a bundle directory.
 
-    ``on_artifact(artifact_id, status)`` is called as each conversion ends (progress display).
+    ``on_start(n)`` is called once the model has loaded and n conversions are about to run;
+    ``on_artifact(artifact_id, status)`` as each conversion ends (progress display).
     """
     from edgeseq.training.evaluate import predict
     from edgeseq.training.models import describe, load_model, resolve_model_path
@@ -169,6 +184,9 @@ def export_bundle(
 
     from edgeseq.export.isolation import run_isolated
 
+    if on_start:
+        on_start(len(jobs))
+
     outcomes = run_isolated(
         jobs, _worker_convert, _worker_setup, (str(model_path), calibration), bundle_dir / "logs",
         log_name=lambda job: f"{job.id}.log",
@@ -181,8 +199,7 @@ def export_bundle(
         entry = {"id": job.id, "format": job.fmt.value, "quant": job.quant.value, "file": Path(job.path).name,
                  "convert_seconds": round(outcome.seconds, 2), "log": f"logs/{job.id}.log"}
         if not outcome.ok:
-            layer = _layer_in_error(model, outcome.error or "")
-            reason = f"{layer} cannot be exported to {job.fmt.value} {job.quant.value}: {outcome.error}" if layer else outcome.error
+            reason = _failure_reason(model, outcome.error or "", job.fmt, job.quant, entry["log"])
             Path(job.path).unlink(missing_ok=True)
             artifacts.append({**entry, "status": "failed", "error": reason})
             continue

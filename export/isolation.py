@@ -1,17 +1,20 @@
 """Run conversions in a child process, so a converter that crashes (segfault, abort) or hangs costs
 one artifact, not the whole export.
 
-One worker process (spawned, so it starts with a clean TensorFlow) loads the model once and converts
-job after job. When it dies, the job it was on is reported failed with the signal and the tail of its
+One worker process (a fresh ``python -m edgeseq.export.isolation``, so it starts with a clean TensorFlow
+and never re-imports the caller's ``__main__`` script) loads the model once and converts job after job. When it dies, the job it was on is reported failed with the signal and the tail of its
 log, and a fresh worker takes the remaining jobs. Each job's converter output goes to its own log file.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import traceback
+from multiprocessing.connection import Connection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -54,8 +57,7 @@ def _worker(connection, setup: Callable, setup_args: tuple, job_fn: Callable) ->
             connection.send((True, result, None, time.perf_counter() - started))
         except BaseException as exc:  # anything a converter raises is this job's failure, not the worker's
             traceback.print_exc()
-            first = str(exc).strip().splitlines()
-            connection.send((False, None, f"{type(exc).__name__}: {first[0][:300] if first else ''}",
+            connection.send((False, None, f"{type(exc).__name__}: {str(exc).strip()[:4000]}",
                              time.perf_counter() - started))
 
 
@@ -84,15 +86,11 @@ def run_isolated(jobs: list, job_fn: Callable, setup: Callable, setup_args: tupl
     ``job_fn`` and ``setup`` must be importable module-level functions (the worker is spawned).
     Returns one :class:`Outcome` per job, in order.
     """
-    context = multiprocessing.get_context("spawn")
     log_dir.mkdir(parents=True, exist_ok=True)
     outcomes: list[Outcome] = []
     pending = list(jobs)
     while pending:
-        parent_end, child_end = context.Pipe()
-        worker = context.Process(target=_worker, args=(child_end, setup, setup_args, job_fn), daemon=True)
-        worker.start()
-        child_end.close()
+        parent_end, worker = _start_worker(setup, setup_args, job_fn)
         try:
             while pending:
                 job = pending[0]
@@ -100,28 +98,73 @@ def run_isolated(jobs: list, job_fn: Callable, setup: Callable, setup_args: tupl
                 parent_end.send((job, str(log_path)))
                 if not parent_end.poll(timeout_s):
                     worker.kill()
-                    worker.join()
+                    worker.wait()
                     outcome = Outcome(job, False, None, f"converter timed out after {timeout_s:.0f} s", timeout_s)
                 else:
                     try:
                         ok, result, error, seconds = parent_end.recv()
                         outcome = Outcome(job, ok, result, error, seconds)
-                    except EOFError:  # the worker died mid-job
-                        worker.join()
+                    except (EOFError, OSError):  # the worker died mid-job
+                        worker.wait()
                         tail = _log_tail(log_path)
-                        outcome = Outcome(job, False, None, _death(worker.exitcode) + (f": {tail}" if tail else ""), 0.0)
+                        outcome = Outcome(job, False, None, _death(worker.returncode) + (f": {tail}" if tail else ""), 0.0)
                 pending.pop(0)
                 outcomes.append(outcome)
                 if on_done:
                     on_done(outcome)
-                if not worker.is_alive():
+                if worker.poll() is not None:
                     break  # start a fresh worker for the rest
             else:
                 parent_end.send(None)
         finally:
             parent_end.close()
-            worker.join(timeout=10)
-            if worker.is_alive():
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 worker.kill()
-                worker.join()
+                worker.wait()
     return outcomes
+
+
+def _start_worker(setup: Callable, setup_args: tuple, job_fn: Callable) -> tuple[Connection, subprocess.Popen]:
+    """A fresh interpreter running :func:`_worker`, connected by two inherited pipes."""
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # find job_fn's module
+    worker = subprocess.Popen([sys.executable, "-m", "edgeseq.export.isolation", str(to_child_r), str(from_child_w)],
+                              pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL)
+    os.close(to_child_r)
+    os.close(from_child_w)
+    parent_end = _Duplex(Connection(from_child_r, writable=False), Connection(to_child_w, readable=False))
+    parent_end.send(pickle.dumps((setup, setup_args, job_fn)))
+    return parent_end, worker
+
+
+class _Duplex:
+    """One object with send/recv/poll over a pair of one-way connections."""
+
+    def __init__(self, incoming: Connection, outgoing: Connection):
+        self._in, self._out = incoming, outgoing
+
+    def send(self, obj) -> None:
+        self._out.send(obj)
+
+    def recv(self):
+        return self._in.recv()
+
+    def poll(self, timeout: float) -> bool:
+        return self._in.poll(timeout)
+
+    def close(self) -> None:
+        self._in.close()
+        self._out.close()
+
+
+def _child_main(read_fd: int, write_fd: int) -> None:
+    connection = _Duplex(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+    setup, setup_args, job_fn = pickle.loads(connection.recv())
+    _worker(connection, setup, setup_args, job_fn)
+
+
+if __name__ == "__main__":
+    _child_main(int(sys.argv[1]), int(sys.argv[2]))

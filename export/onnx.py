@@ -63,11 +63,7 @@ def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarra
     quantization = require("onnxruntime.quantization")
     recipe = {"from": "fp32 onnx", "opset": OPSET, "batch": "dynamic"}
     if quant is Quant.fp16:
-        float16 = require("onnxconverter_common.float16")
-        model = float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-        with atomic_path(out_path) as tmp:
-            onnx.save(model, str(tmp))
-        return {**recipe, "tool": "onnxconverter_common.float16", "weights": "float16", "io": "float32"}
+        return _fp16(fp32_path, out_path, recipe)
     input_shape = tuple(d.dim_value for d in onnx.load(str(fp32_path)).graph.input[0].type.tensor_type.shape.dim[1:])
     time_steps = input_shape[0] if len(input_shape) >= 2 else None
     if quant is Quant.dynamic:
@@ -108,6 +104,50 @@ def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarra
             "weights": "int8 per-channel", "activations": "int8 per-tensor (MinMax)", "io": "float32",
             "calibration_images": len(images), "matmul_outputs": "float (integer MACs, no requantization)",
             "dynamic_fallback": sorted(set(dynamic_ops)) or None, **_head_note(head, share)}
+
+
+def _fp16(fp32_path: Path, out_path: Path, recipe: dict) -> dict:
+    """float16 compute where ORT accepts the converted graph, else float16 weight storage.
+
+    onnxconverter_common mistypes Loop bodies (tf2onnx's SimpleRNN/GRU): ORT then refuses the file.
+    The fallback stores every float weight as float16 with a Cast back to float32 (what TFLite's fp16
+    does): half the size, float32 arithmetic.
+    """
+    onnx = require("onnx")
+    ort = require("onnxruntime")
+    float16 = require("onnxconverter_common.float16")
+    model = float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        mode = {"tool": "onnxconverter_common.float16", "weights": "float16", "compute": "float16", "io": "float32"}
+    except Exception as exc:  # noqa: BLE001 - any load failure means: use the storage-only form
+        model = onnx.load(str(fp32_path))
+        _store_weights_as_float16(model.graph, onnx)
+        reason = str(exc).strip().splitlines()[0][:200]
+        mode = {"tool": "float16 weight storage", "weights": "float16 (Cast to float32 at load)",
+                "compute": "float32", "io": "float32", "fallback": f"float16 compute graph rejected by ORT: {reason}"}
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, str(tmp))
+    return {**recipe, **mode}
+
+
+def _store_weights_as_float16(graph, onnx, min_elements: int = 16) -> None:
+    """Replace float32 initializers (this graph and subgraphs) by float16 ones plus a Cast to float32."""
+    casts = []
+    for init in list(graph.initializer):
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            continue
+        half = onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16")
+        graph.initializer.remove(init)
+        graph.initializer.append(half)
+        casts.append(onnx.helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT,
+                                           name=init.name + "_to_fp32"))
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _store_weights_as_float16(attr.g, onnx, min_elements)
+    for i, cast in enumerate(casts):
+        graph.node.insert(i, cast)
 
 
 HEAD_MAX_SHARE = 0.02  # keep the output layer float only while it is at most this share of the MACs

@@ -43,8 +43,8 @@ def test_card_says_everything_later_stages_need(lstm_run):
     assert card["input"] == {"name": "image", "shape": [None, 28, 28], "dtype": "float32"}
     assert card["preprocessing"]["range"] == [0.0, 1.0] and card["preprocessing"]["scale"] == "pixel / 255"
     assert card["output"]["kind"] == "classify" and card["output"]["labels"] == [str(d) for d in range(10)]
-    assert card["recipe"] == {"epochs": 1, "batch_size": 128, "learning_rate": 0.001, "optimizer": "adam",
-                              "schedule": "constant", "val_split": pytest.approx(1 / 12), "loss": "sparse_categorical_crossentropy",
+    assert card["recipe"] == {"epochs": 1, "batch_size": 64, "learning_rate": 0.002, "optimizer": "adam",
+                              "schedule": "cosine", "val_split": pytest.approx(1 / 12), "loss": "sparse_categorical_crossentropy",
                               "seed": 0, "limit": 400, "dtype_policy": "float32"}
     test = card["metrics"]
     assert test["test_examples"] == 300 and 0.0 <= test["test"]["accuracy"] <= 1.0

@@ -48,11 +48,13 @@ def test_recipes_follow_the_seeds():
 
 def test_recipe_overrides_and_validation():
     recipe = zoo.get("lstm").recipe.with_overrides(epochs=1, batch_size=None)
-    assert recipe.epochs == 1 and recipe.batch_size == 128
+    assert recipe.epochs == 1 and recipe.batch_size == 64 and recipe.schedule == "cosine"
     with pytest.raises(InvalidValueError, match="learning_rate must be > 0"):
         recipe.with_overrides(learning_rate=0.0)
     with pytest.raises(UnknownChoiceError, match="valid: adam, rmsprop, sgd"):
         zoo.Recipe(optimizer="adagrad")
+    with pytest.raises(UnknownChoiceError, match="valid: constant, cosine"):
+        recipe.with_overrides(schedule="step")
 
 
 def test_unknown_zoo_name_lists_valid_ones():

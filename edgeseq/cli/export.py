@@ -37,9 +37,9 @@ def export_command(
 
         formats, quants = expand(format, Format), expand(quant, Quant)
         echo = (lambda *a, **k: None) if as_json else typer.echo
-        echo(f"exporting {model} -> {len(formats) * len(quants)} artifacts (each conversion in its own process)")
         result = export_bundle(model, formats=formats, quants=quants, out_dir=out, calibration_size=calib,
-                               data_dir=data_dir, on_artifact=lambda aid, status: echo(f"  converted {aid}: {status}"))
+                               data_dir=data_dir, on_artifact=lambda aid, status: echo(f"  converted {aid}: {status}"),
+                               on_start=lambda n: echo(f"exporting {model} -> {n} artifacts (each conversion in its own process)"))
         for failed in result.failed:
             echo(f"  {failed['id']} FAILED: {failed['error']}", err=True)
         echo(f"bundle: {result.bundle_dir}")

@@ -1,0 +1,214 @@
+"""Export to every format and quantization, the bundle contract, verify, and what must fail loudly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgeseq import bundle as bundles
+from edgeseq.cli import app
+from edgeseq.formats import Format, Quant
+from edgeseq.verify import verify
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tf2onnx")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def splits(small_mnist_dir):
+    from edgeseq.data import load_split
+
+    return load_split("train", small_mnist_dir), load_split("test", small_mnist_dir)
+
+
+def _trained(model, splits, path, epochs=3):
+    train, _ = splits
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(train.images.reshape((-1, *model.inputs[0].shape[1:])), train.labels, epochs=epochs, batch_size=32, verbose=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory, splits):
+    """A small MLP (no card: a user model) exported to all eight artifacts."""
+    from edgeseq.export.bundle import export_bundle
+
+    L = keras.layers
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((28, 28)), L.Flatten(), L.Dense(32, activation="relu"),
+                              L.Dense(10, activation="softmax")])
+    path = _trained(model, splits, tmp_path_factory.mktemp("tiny") / "tiny.keras")
+    result = export_bundle(path, formats=list(Format), quants=list(Quant), calibration_size=100,
+                           train_split=splits[0], test_split=splits[1])
+    return path, result
+
+
+def test_every_format_and_quantization_is_produced(tiny_bundle):
+    path, result = tiny_bundle
+    artifacts = {a["id"]: a for a in result.manifest["artifacts"]}
+    assert set(artifacts) == {f"{f.value}-{q.value}" for f in Format for q in Quant}
+    assert result.failed == []
+    for a in artifacts.values():
+        file = result.bundle_dir / a["file"]
+        assert a["status"] == "ok" and file.is_file() and a["bytes"] == file.stat().st_size
+        assert a["sha256"] == bundles.sha256_file(file)
+        assert a["recipe"] and a["coverage"]["macs"] == 28 * 28 * 32 + 32 * 10
+    for fmt in ("tflite", "onnx"):
+        fp32 = artifacts[f"{fmt}-fp32"]["bytes"]
+        assert artifacts[f"{fmt}-int8"]["bytes"] < 0.4 * fp32 and artifacts[f"{fmt}-fp16"]["bytes"] < 0.6 * fp32
+        assert artifacts[f"{fmt}-fp32"]["coverage"]["int8_mac_share"] == 0.0
+        assert artifacts[f"{fmt}-int8"]["coverage"]["int8_mac_share"] >= 0.95
+    tfl_int8 = artifacts["tflite-int8"]
+    assert tfl_int8["inputs"][0]["dtype"] == "int8" and tfl_int8["outputs"][0]["dtype"] == "int8"
+    assert tfl_int8["inputs"][0]["shape"] == [1, 28, 28] and tfl_int8["inputs"][0]["quantization"]["scale"] > 0
+    assert tfl_int8["coverage"]["ops"]["int8"]["FULLY_CONNECTED"] == 2
+    assert artifacts["onnx-fp32"]["inputs"][0]["shape"] == [None, 28, 28]
+    assert artifacts["onnx-int8"]["recipe"]["format"] == "QDQ"
+
+
+def test_manifest_and_reference_set(tiny_bundle, splits):
+    path, result = tiny_bundle
+    manifest = bundles.read_manifest(result.bundle_dir)
+    assert manifest == json.loads((result.bundle_dir / "manifest.json").read_text())
+    assert manifest["source"]["sha256"] == bundles.sha256_file(path) and manifest["source"]["card"] is False
+    assert manifest["output"]["kind"] == "classify" and manifest["input"]["shape"] == [28, 28]
+    assert manifest["calibration"]["images"] == 100
+    assert {"tensorflow", "onnxruntime", "tf2onnx"} <= set(manifest["versions"])
+    reference = bundles.read_reference(result.bundle_dir)
+    _, test = splits
+    assert reference.images.shape == (300, 28, 28) and reference.labels.tolist() == test.labels.tolist()
+    np.testing.assert_allclose(reference.images, test.images, atol=1e-6)
+    np.testing.assert_allclose(reference.outputs, keras.saving.load_model(path)(test.images), atol=1e-6)
+    assert reference.test_sha256 == bundles.test_set_sha256(test.images, test.labels)
+
+
+def test_verify_checks_every_artifact(tiny_bundle, small_mnist_dir):
+    _, result = tiny_bundle
+    report = verify(result.bundle_dir, data_dir=small_mnist_dir, write=False)
+    rows = {r["id"]: r for r in report["artifacts"]}
+    assert report["evaluated_on"].startswith("MNIST test set (300 images)")
+    for fmt in ("tflite", "onnx"):
+        fp32 = rows[f"{fmt}-fp32"]
+        assert fp32["passed"], fp32["reasons"]
+        assert fp32["parity"]["agreement"] == 1.0 and fp32["parity"]["max_abs_diff"] <= 1e-4
+        assert rows[f"{fmt}-fp16"]["parity"]["agreement"] >= 0.99
+        assert rows[f"{fmt}-int8"]["parity"]["agreement"] >= 0.95
+    assert report["passed"] == all(r["passed"] for r in rows.values())
+
+
+def test_verify_without_mnist_uses_the_reference_set(tiny_bundle, tmp_path, monkeypatch):
+    _, result = tiny_bundle
+    monkeypatch.setenv("EDGESEQ_DATA_DIR", str(tmp_path / "no-mnist-here"))
+    report = verify(result.bundle_dir, write=False)
+    assert report["evaluated_on"].startswith("bundle reference set (300 images")
+    assert {r["id"]: r for r in report["artifacts"]}["onnx-fp32"]["passed"]
+
+
+def _copy(result, tmp_path):
+    return shutil.copytree(result.bundle_dir, tmp_path / "bundle")
+
+
+def test_verify_fails_on_a_broken_artifact(tiny_bundle, tmp_path, small_mnist_dir):
+    onnx = pytest.importorskip("onnx")
+    bundle = _copy(tiny_bundle[1], tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = next(a for a in manifest["artifacts"] if a["id"] == "onnx-fp32")
+    model = onnx.load(str(bundle / entry["file"]))
+    weights = max(model.graph.initializer, key=lambda t: len(t.raw_data) or len(t.float_data))
+    broken = onnx.numpy_helper.to_array(weights) * 1.5 + 0.05  # a converter bug, deliberately
+    weights.CopyFrom(onnx.numpy_helper.from_array(broken.astype(np.float32), weights.name))
+    onnx.save(model, str(bundle / entry["file"]))
+    entry["sha256"] = bundles.sha256_file(bundle / entry["file"])  # the manifest agrees: only parity can tell
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["verify", str(bundle), "--data-dir", str(small_mnist_dir)])
+    assert result.exit_code == 1
+    assert "onnx-fp32 FAIL: " in result.output and "max |diff|" in result.output
+    assert "tflite-fp32 FAIL" not in result.output
+    report = json.loads((bundle / "verify.json").read_text())
+    assert not report["passed"] and (bundle / "verify.md").read_text().count("FAIL") >= 1
+
+
+def test_verify_notices_a_changed_file(tiny_bundle, tmp_path, small_mnist_dir):
+    bundle = _copy(tiny_bundle[1], tmp_path)
+    target = next(bundle.glob("*-fp32.tflite"))
+    data = bytearray(target.read_bytes())
+    data[-100] ^= 0xFF
+    target.write_bytes(bytes(data))
+    result = runner.invoke(app, ["verify", str(bundle), "--data-dir", str(small_mnist_dir), "--json"])
+    assert result.exit_code == 1
+    row = next(r for r in json.loads(result.output)["artifacts"] if r["id"] == "tflite-fp32")
+    assert row["status"] == "changed" and "SHA-256" in row["reasons"][0]
+
+
+def test_user_conv_model_outside_the_zoo(tmp_path, splits):
+    from edgeseq.export.bundle import export_bundle
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(8, 3, activation="relu"), L.BatchNormalization(),
+                              L.MaxPooling2D(), L.DepthwiseConv2D(3, activation="relu"), L.AveragePooling2D(2),
+                              L.Flatten(), L.Dense(10, activation="softmax")])
+    path = _trained(model, splits, tmp_path / "conv.keras", epochs=2)
+    result = export_bundle(path, formats=list(Format), quants=[Quant.fp32, Quant.int8], calibration_size=64,
+                           train_split=splits[0], test_split=splits[1])
+    assert result.failed == []
+    report = verify(result.bundle_dir, write=False)
+    rows = {r["id"]: r for r in report["artifacts"]}
+    assert rows["tflite-fp32"]["passed"] and rows["onnx-fp32"]["passed"]
+    assert rows["tflite-int8"]["coverage"]["ops"]["int8"].get("CONV_2D") == 1
+    assert rows["tflite-int8"]["coverage"]["ops"]["int8"].get("DEPTHWISE_CONV_2D") == 1
+
+
+def test_user_bidirectional_stacked_rnn(tmp_path, splits):
+    from edgeseq.export.bundle import export_bundle
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((28, 28)), L.Bidirectional(L.LSTM(8, return_sequences=True)),
+                              L.GRU(8), L.Dense(10, activation="softmax")])
+    path = _trained(model, splits, tmp_path / "birnn.keras", epochs=1)
+    result = export_bundle(path, formats=list(Format), quants=[Quant.fp32], train_split=splits[0], test_split=splits[1])
+    assert result.failed == []
+    report = verify(result.bundle_dir, write=False)
+    assert all(r["passed"] for r in report["artifacts"]), [r["reasons"] for r in report["artifacts"]]
+    cov = {r["id"]: r["coverage"] for r in report["artifacts"]}
+    # Loops are weighted by their 28 steps: the recurrent MACs dominate the 10-way head.
+    assert cov["tflite-fp32"]["macs"] > 28 * 4 * 8 * (28 + 8) and cov["onnx-fp32"]["macs"] > 28 * 4 * 8 * (28 + 8)
+
+
+def test_a_layer_that_cannot_be_exported_is_named(tmp_path, small_mnist_dir):
+    L = keras.layers
+    model = keras.Sequential([keras.Input((28, 28, 1)), L.Resizing(32, 32, interpolation="bicubic", name="upscale"),
+                              L.Flatten(), L.Dense(10, activation="softmax")])
+    model.save(tmp_path / "bicubic.keras")
+    result = runner.invoke(app, ["export", str(tmp_path / "bicubic.keras"), "--format", "tflite", "--quant", "fp32",
+                                 "--data-dir", str(small_mnist_dir), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    (entry,) = manifest["artifacts"]
+    assert entry["status"] == "failed" and not (tmp_path / "b" / entry["file"]).exists()
+    assert entry["error"].startswith("layer 'upscale' (Resizing) cannot be exported to tflite fp32: TF op ResizeBicubic")
+
+
+def test_corrupt_or_foreign_model_files(tmp_path):
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    result = runner.invoke(app, ["export", str(text), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and result.output.startswith("error: ") and "not a valid .keras file" in result.output
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"\x08\x07")
+    result = runner.invoke(app, ["export", str(onnx_file)])
+    assert result.exit_code == 1 and "not a Keras model file" in result.output
+
+
+def test_unknown_format_or_quant_lists_the_valid_ones(tmp_path):
+    result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--format", "coreml"])
+    assert result.exit_code == 1 and "unknown format 'coreml'; valid: tflite, onnx, all" in result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--quant", "int4"])
+    assert "unknown quant 'int4'; valid: fp32, fp16, dynamic, int8, all" in result.output

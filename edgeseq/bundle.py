@@ -10,7 +10,6 @@ on the whole test set when MNIST was available). Reading it needs numpy only.
 from __future__ import annotations
 
 import hashlib
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseq.data import sha256_file  # noqa: F401  (re-exported for bundle readers)
+from edgeseq.documents import read_document
 from edgeseq.errors import DataError, ModelError
 
 SCHEMA = "edgeseq.bundle/1"
@@ -39,16 +39,7 @@ def read_manifest(bundle_dir: str | Path) -> dict:
         raise ModelError(f"bundle {bundle_dir} does not exist or is not a directory")
     if not path.is_file():
         raise ModelError(f"{bundle_dir} is not an edgeseq bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read {path} ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-        raise ModelError(f"{path} is not an edgeseq bundle manifest (schema {SCHEMA!r} expected)")
-    for key in ("artifacts", "input", "output"):
-        if key not in manifest:
-            raise ModelError(f"{path} has no {key!r} section")
-    return manifest
+    return read_document(path, SCHEMA, ("artifacts", "input", "output"), "bundle manifest")
 
 
 @dataclass(frozen=True)

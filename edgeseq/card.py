@@ -7,10 +7,10 @@ meaning is inferred from the output shape (:func:`output_spec_for_shape`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgeseq import labels
+from edgeseq.documents import read_document
 from edgeseq.errors import ModelError
 
 SCHEMA = "edgeseq.card/1"
@@ -63,14 +63,4 @@ def find_card(model_path: str | Path) -> Path | None:
 
 
 def read_card(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read model card {path} ({exc})") from exc
-    if not isinstance(card, dict) or card.get("schema") != SCHEMA:
-        raise ModelError(f"{path} is not an edgeseq model card (schema {SCHEMA!r} expected)")
-    for key in ("input", "output", "preprocessing"):
-        if key not in card:
-            raise ModelError(f"model card {path} has no {key!r} section")
-    return card
+    return read_document(path, SCHEMA, ("input", "output", "preprocessing"), "model card")

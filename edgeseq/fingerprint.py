@@ -39,3 +39,84 @@ def host() -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
     }
+
+
+# Raspberry Pi `vcgencmd get_throttled` bits: (bit, meaning); bits 16-19 say the same "has occurred".
+_PI_THROTTLE_BITS = ((0, "under-voltage"), (1, "arm frequency capped"), (2, "throttled"), (3, "soft temperature limit"))
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().strip().rstrip("\x00") or None
+    except OSError:
+        return None
+
+
+def _command(*args: str) -> str | None:
+    import shutil
+    import subprocess
+
+    if shutil.which(args[0]) is None:
+        return None
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def temperatures_c() -> dict[str, float]:
+    """Thermal zones in degrees Celsius (Linux), by zone type."""
+    import glob
+
+    found = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        raw, kind = _read(f"{zone}/temp"), _read(f"{zone}/type") or os.path.basename(zone)
+        if raw and raw.lstrip("-").isdigit():
+            found[kind] = round(int(raw) / 1000, 1)
+    return found
+
+
+def pi_throttling(raw: str | None) -> dict | None:
+    """Parse ``throttled=0x50005`` into flags now and since boot; None without vcgencmd."""
+    if not raw or "=" not in raw:
+        return None
+    try:
+        value = int(raw.split("=", 1)[1], 16)
+    except ValueError:
+        return None
+    now = [name for bit, name in _PI_THROTTLE_BITS if value >> bit & 1]
+    since_boot = [name for bit, name in _PI_THROTTLE_BITS if value >> (bit + 16) & 1]
+    return {"raw": hex(value), "now": now, "since_boot": since_boot}
+
+
+def device() -> dict:
+    """Everything that makes a latency figure comparable across machines, and what can spoil it."""
+    info = host()
+    info["board"] = _read("/proc/device-tree/model")  # "Raspberry Pi 5 Model B", "NVIDIA Jetson Orin Nano ..."
+    info["governor"] = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    info["cpu_max_mhz"] = int(max_khz) // 1000 if max_khz and max_khz.isdigit() else None
+    info["temperatures_c"] = temperatures_c()
+    info["pi_throttled"] = pi_throttling(_command("vcgencmd", "get_throttled"))
+    power = _command("nvpmodel", "-q")
+    info["jetson_power_mode"] = power.splitlines()[0].split(":", 1)[-1].strip() if power else None
+    mem = _read("/proc/meminfo")
+    info["memory_mb"] = int(mem.split()[1]) // 1024 if mem and mem.startswith("MemTotal") else None
+    return info
+
+
+def warnings(info: dict) -> list[str]:
+    """What in a fingerprint makes its timings suspect."""
+    found = []
+    throttled = info.get("pi_throttled")
+    if throttled and (throttled["now"] or throttled["since_boot"]):
+        found.append(f"Raspberry Pi reports {', '.join(throttled['now'] or throttled['since_boot'])} "
+                     f"({'now' if throttled['now'] else 'since boot'}; {throttled['raw']})")
+    if info.get("governor") not in (None, "performance"):
+        found.append(f"CPU governor is {info['governor']!r}, not 'performance': clocks may change during the run")
+    hot = {k: t for k, t in (info.get("temperatures_c") or {}).items() if t >= 80}
+    if hot:
+        found.append("hot: " + ", ".join(f"{k} {t:.0f} C" for k, t in hot.items()))
+    return found

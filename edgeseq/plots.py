@@ -72,3 +72,32 @@ def image_grid(images: np.ndarray, captions: list[str], path: Path, title: str, 
         axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def latency_distribution(names: list[str], samples_us: list[list[float]], path: Path, title: str) -> Path:
+    """One horizontal box per artifact (whiskers 1-99 %), log scale: how latency spreads."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.4))
+    ax.boxplot(samples_us, vert=False, whis=(1, 99), showfliers=False)
+    ax.set_yticks(range(1, len(names) + 1), names)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per inference (µs, log scale)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def accuracy_vs_latency(names: list[str], p50_us: list[float], accuracy: list[float], path: Path, title: str) -> Path:
+    """Each artifact as a point: p50 latency against accuracy."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(p50_us, [a * 100 for a in accuracy])
+    for i, (name, x, y) in enumerate(zip(names, p50_us, accuracy)):  # staggered so close points stay legible
+        ax.annotate(name, (x, y * 100), fontsize=7, xytext=(4, (-12, 4, 14)[i % 3]), textcoords="offset points")
+    ax.margins(y=0.25)
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency at batch 1 (µs, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -75,3 +75,57 @@ def verify_details(rows: list[dict]) -> list[str]:
             lines.append(f"- {r['id']}: character error rate {p['char_error_rate_vs_keras']:.3%} against Keras's words, "
                          f"{p['char_error_rate']:.3%} against the true words; char agreement {p['char_agreement']:.2%}")
     return lines
+
+
+BENCH_HEADERS = ["artifact", "runtime", "size", "accuracy", "agreement", "p50 µs", "p90 µs", "p99 µs", "mean±std µs",
+                 "per s", "cold ms", "peak MB", "flags"]
+
+
+def bench_row(row: dict, batch: int = 1) -> list[str]:
+    """One artifact of a bench report as table cells (latency at ``batch``)."""
+    if "error" in row:
+        return [row["id"], "-", human_bytes(row.get("bytes"))] + ["-"] * 9 + [f"error: {row['error'][:60]}"]
+    lat = next((s for s in row["latency"] if s.get("batch") == batch and "p50_us" in s), {})
+    acc = row.get("accuracy") or {}
+    cold = row.get("cold_start") or {}
+    runtime = row["runtime"]
+    name = f"{runtime['runtime']} {runtime['version']}"
+    if runtime.get("node_providers"):
+        name += " [" + ", ".join(f"{p.replace('ExecutionProvider', '')}:{n}" for p, n in runtime["node_providers"].items()) + "]"
+    flags = ["unstable (cv {:.0%})".format(lat["cv"])] if lat.get("unstable") else []
+    return [
+        row["id"], name, human_bytes(row["bytes"]), _pct(acc.get("accuracy")), _pct(acc.get("agreement")),
+        f"{lat['p50_us']:.1f}" if lat else "-", f"{lat['p90_us']:.1f}" if lat else "-",
+        f"{lat['p99_us']:.1f}" if lat else "-", f"{lat['mean_us']:.1f}±{lat['std_us']:.1f}" if lat else "-",
+        f"{lat['throughput_per_s']:.0f}" if lat else "-",
+        f"{cold['load_and_first_inference_ms']:.1f}" if "load_and_first_inference_ms" in cold else "-",
+        f"{cold['peak_rss_mb']:.0f}" if "peak_rss_mb" in cold else "-", ", ".join(flags) or "ok",
+    ]
+
+
+def bench_markdown(report: dict) -> str:
+    d = report["device"]
+    cfg = report["config"]
+    out = ["# edgeseq bench", "",
+           f"Device: {d.get('board') or d['cpu']} ({d['cpu_count']} cores, {d['machine']}), {d['os']}, Python {d['python']}; "
+           f"governor {d.get('governor') or 'unknown'}; Jetson power mode {d.get('jetson_power_mode') or '-'}.",
+           f"Runs: {cfg['warmup']} warm-up, then {'%s s' % cfg['seconds'] if cfg['seconds'] else '%d runs' % cfg['runs']} "
+           f"per batch size; threads {cfg['threads'] or 'runtime default'}; created {report['created']}.", ""]
+    if report.get("interrupted"):
+        out += ["**Interrupted**: only the artifacts below were measured.", ""]
+    out += [f"- warning: {w}" for w in report.get("warnings", [])]
+    for batch in cfg["batch_sizes"]:
+        out += ["", f"## Batch {batch}", "", markdown_table(BENCH_HEADERS, [bench_row(r, batch) for r in report["artifacts"]])]
+    evaluated = {(r.get("accuracy") or {}).get("evaluated_on") for r in report["artifacts"]} - {None}
+    if evaluated:
+        out += ["", "Accuracy evaluated on: " + "; ".join(sorted(evaluated)) + "."]
+    return "\n".join(out) + "\n"
+
+
+def compare_markdown(diff: dict) -> str:
+    rows = [[r["id"], f"{r['p50_before_us']:.1f}" if r["p50_before_us"] else "-",
+             f"{r['p50_after_us']:.1f}" if r["p50_after_us"] else "-",
+             f"{r['p50_change']:+.1%}" if r["p50_change"] is not None else "-",
+             _pct(r["accuracy_before"]), _pct(r["accuracy_after"]), "; ".join(r["regressions"]) or "ok"] for r in diff["rows"]]
+    return markdown_table(["artifact", "p50 before µs", "p50 after µs", "change", "accuracy before", "accuracy after",
+                           "verdict"], rows)

@@ -64,3 +64,40 @@ def synthetic_arrays():
     """Small random MNIST-shaped arrays: (images uint8 (N, 28, 28), labels uint8 (N,))."""
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (12, 28, 28), dtype=np.uint8), rng.integers(0, 10, 12, dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def splits(small_mnist_dir):
+    from edgeseq.data import load_split
+
+    return load_split("train", small_mnist_dir), load_split("test", small_mnist_dir)
+
+
+def trained(model, splits, path, epochs=3):
+    """Fit a Keras model a few epochs on the small split and save it to ``path``."""
+    import keras
+
+    train, _ = splits
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(train.images.reshape((-1, *model.inputs[0].shape[1:])), train.labels, epochs=epochs, batch_size=32, verbose=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, splits):
+    """A small MLP (no card: a user model) exported to all eight artifacts: (model path, ExportResult)."""
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tf2onnx")
+    from edgeseq.export.bundle import export_bundle
+    from edgeseq.formats import Format, Quant
+
+    L = keras.layers
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((28, 28)), L.Flatten(), L.Dense(32, activation="relu"),
+                              L.Dense(10, activation="softmax")])
+    path = trained(model, splits, tmp_path_factory.mktemp("tiny") / "tiny.keras")
+    result = export_bundle(path, formats=list(Format), quants=list(Quant), calibration_size=100,
+                           train_split=splits[0], test_split=splits[1])
+    return path, result

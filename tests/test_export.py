@@ -13,41 +13,11 @@ from edgeseq import bundle as bundles
 from edgeseq.cli import app
 from edgeseq.formats import Format, Quant
 from edgeseq.verify import verify
+from conftest import trained
 
 keras = pytest.importorskip("keras")
 pytest.importorskip("tf2onnx")
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def splits(small_mnist_dir):
-    from edgeseq.data import load_split
-
-    return load_split("train", small_mnist_dir), load_split("test", small_mnist_dir)
-
-
-def _trained(model, splits, path, epochs=3):
-    train, _ = splits
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    model.fit(train.images.reshape((-1, *model.inputs[0].shape[1:])), train.labels, epochs=epochs, batch_size=32, verbose=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory, splits):
-    """A small MLP (no card: a user model) exported to all eight artifacts."""
-    from edgeseq.export.bundle import export_bundle
-
-    L = keras.layers
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((28, 28)), L.Flatten(), L.Dense(32, activation="relu"),
-                              L.Dense(10, activation="softmax")])
-    path = _trained(model, splits, tmp_path_factory.mktemp("tiny") / "tiny.keras")
-    result = export_bundle(path, formats=list(Format), quants=list(Quant), calibration_size=100,
-                           train_split=splits[0], test_split=splits[1])
-    return path, result
 
 
 def test_every_format_and_quantization_is_produced(tiny_bundle):
@@ -154,7 +124,7 @@ def test_user_conv_model_outside_the_zoo(tmp_path, splits):
     model = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(8, 3, activation="relu"), L.BatchNormalization(),
                               L.MaxPooling2D(), L.DepthwiseConv2D(3, activation="relu"), L.AveragePooling2D(2),
                               L.Flatten(), L.Dense(10, activation="softmax")])
-    path = _trained(model, splits, tmp_path / "conv.keras", epochs=2)
+    path = trained(model, splits, tmp_path / "conv.keras", epochs=2)
     result = export_bundle(path, formats=list(Format), quants=[Quant.fp32, Quant.int8], calibration_size=64,
                            train_split=splits[0], test_split=splits[1])
     assert result.failed == []
@@ -171,7 +141,7 @@ def test_user_bidirectional_stacked_rnn(tmp_path, splits):
     L = keras.layers
     model = keras.Sequential([keras.Input((28, 28)), L.Bidirectional(L.LSTM(8, return_sequences=True)),
                               L.GRU(8), L.Dense(10, activation="softmax")])
-    path = _trained(model, splits, tmp_path / "birnn.keras", epochs=1)
+    path = trained(model, splits, tmp_path / "birnn.keras", epochs=1)
     result = export_bundle(path, formats=list(Format), quants=[Quant.fp32], train_split=splits[0], test_split=splits[1])
     assert result.failed == []
     report = verify(result.bundle_dir, write=False)

@@ -39,6 +39,9 @@ def test_wheel_holds_only_the_edgeseq_package(tmp_path):
     tops = {n.split("/")[0] for n in names}
     assert tops == {"edgeseq", next(t for t in tops if t.endswith(".dist-info"))}, tops
     assert "edgeseq/training/zoo.py" in names and "edgeseq/export/__init__.py" in names
+    sources = {f"edgeseq/{p.relative_to(REPO / 'edgeseq').as_posix()}" for p in (REPO / "edgeseq").rglob("*.py")}
+    sources |= {f"edgeseq/{d}/{p.relative_to(REPO / d).as_posix()}" for d in ("training", "export") for p in (REPO / d).rglob("*.py")}
+    assert sources <= set(names), f"missing from the wheel: {sorted(sources - set(names))}"
     assert not any(n.startswith(("training/", "export/", "tests/", "benchmarks/")) for n in names)
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     base = [l for l in metadata.splitlines() if l.startswith("Requires-Dist:") and "extra ==" not in l]

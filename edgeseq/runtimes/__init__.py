@@ -37,6 +37,10 @@ def open_runner(path: str | Path, *, threads: int | None = None, provider: str |
         from edgeseq.runtimes.onnxrt import OnnxRunner
 
         return OnnxRunner(path, threads=threads, provider=provider)
+    if path.suffix in (".keras", ".h5"):
+        from edgeseq.runtimes.keras_ref import KerasRunner
+
+        return KerasRunner(path, threads=threads)
     raise ModelError(f"{path}: unknown artifact type {path.suffix!r}; expected .tflite or .onnx")
 
 

@@ -84,6 +84,20 @@ class LiteRTRunner:
             results.append((dequantize(y, out) if self.quantized_output else y.astype(np.float32))[:n])
         return np.concatenate(results)
 
+    def stepper(self, x: np.ndarray):
+        """A zero-argument callable doing one inference on ``x`` (one fixed batch), with nothing else in
+        the timed path than a bare loop has: set the (pre-quantized) input, invoke, read the output."""
+        x = check_input(x, self.input_shape, self.path)[: self.batch]
+        feed = quantize(x, self._in) if self.quantized_input else x
+        interp, in_index, out_index = self.interpreter, self._in["index"], self._out["index"]
+
+        def step():
+            interp.set_tensor(in_index, feed)
+            interp.invoke()
+            return interp.get_tensor(out_index)
+
+        return step
+
     def describe(self) -> dict:
         return {"runtime": self.runtime, "version": self.runtime_version, "threads": self.threads,
                 "input": {"shape": [int(d) for d in self._in["shape"]], "dtype": np.dtype(self._in["dtype"]).name},

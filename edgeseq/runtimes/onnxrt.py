@@ -61,6 +61,35 @@ class OnnxRunner:
             results.append(np.asarray(self.session.run([self._out.name], {self._in.name: chunk})[0], np.float32)[:n])
         return np.concatenate(results)
 
+    def stepper(self, x: np.ndarray):
+        """A zero-argument callable doing one ``session.run`` on ``x`` (the whole batch)."""
+        x = check_input(x, self.input_shape, self.path)
+        session, outputs, feed = self.session, [self._out.name], {self._in.name: x}
+        return lambda: session.run(outputs, feed)
+
+    def node_providers(self, x: np.ndarray) -> dict[str, int]:
+        """How many graph nodes each execution provider actually ran, from one profiled inference."""
+        import json
+        import os
+        import tempfile
+
+        ort = require("onnxruntime")
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.log_severity_level = 3
+        with tempfile.TemporaryDirectory() as scratch:
+            options.profile_file_prefix = os.path.join(scratch, "profile")
+            session = ort.InferenceSession(str(self.path), options, providers=self.session.get_providers())
+            session.run([self._out.name], {self._in.name: check_input(x, self.input_shape, self.path)})
+            with open(session.end_profiling(), encoding="utf-8") as f:
+                events = json.load(f)
+        counts: dict[str, set] = {}
+        for event in events:
+            args = event.get("args") or {}
+            if event.get("cat") == "Node" and "provider" in args:
+                counts.setdefault(args["provider"], set()).add(event["name"].rsplit("_kernel_time", 1)[0])
+        return {provider: len(nodes) for provider, nodes in sorted(counts.items())}
+
     def describe(self) -> dict:
         return {"runtime": self.runtime, "version": self.runtime_version, "threads": self.threads,
                 "providers": self.session.get_providers(),

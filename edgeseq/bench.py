@@ -1,0 +1,295 @@
+"""``edgeseq bench``: accuracy and latency of exported artifacts, on the device itself, without TensorFlow.
+
+Latency: warm-up, then a fixed number of timed runs (or a time budget) of one inference each, timed with
+``perf_counter_ns`` around nothing but the runtime call (see each runner's ``stepper``). Cold start and
+peak memory come from a fresh process (:mod:`edgeseq.coldstart`). Accuracy and agreement reuse
+:mod:`edgeseq.parity`, on the MNIST test set or the bundle's reference set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgeseq import __version__, bundle as bundles, parity
+from edgeseq.card import output_spec_for_shape
+from edgeseq.data import load_split, locate
+from edgeseq.errors import DataError, EdgeseqError, InvalidValueError, ModelError
+from edgeseq.fingerprint import device, warnings
+from edgeseq.runtimes import open_runner
+
+SCHEMA = "edgeseq.bench/1"
+ARTIFACT_SUFFIXES = (".tflite", ".onnx")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batch_sizes: tuple[int, ...] = (1,)
+    threads: int | None = None
+    provider: str | None = None  # ONNX Runtime: cpu, cuda, tensorrt (default: the best available)
+    warmup: int = 20
+    runs: int = 200
+    seconds: float | None = None  # a time budget per artifact and batch size instead of a run count
+    cold_start: bool = True
+    accuracy: bool = True
+    max_cv: float = 0.10  # runs whose coefficient of variation is above this are marked unstable
+
+    def __post_init__(self):
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise InvalidValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if self.warmup < 0 or self.runs < 1:
+            raise InvalidValueError(f"warmup must be >= 0 and runs >= 1, got {self.warmup} and {self.runs}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise InvalidValueError(f"seconds must be > 0, got {self.seconds}")
+        if self.threads is not None and self.threads < 1:
+            raise InvalidValueError(f"threads must be >= 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One artifact to bench, with its bundle when it has one (for agreement with Keras)."""
+
+    id: str
+    path: Path
+    bundle_dir: Path | None
+    entry: dict | None  # its manifest entry
+
+    @property
+    def format(self) -> str:
+        return self.path.suffix.lstrip(".")  # tflite, onnx or keras
+
+
+def collect_targets(paths: list[str | Path], keras: bool = False) -> list[Target]:
+    """Bundle directories expand to their produced artifacts (and, with ``keras``, the Keras original they
+    came from, first); a file is benched alone (with its bundle's manifest when it sits in one). Missing
+    paths and foreign files are errors naming them."""
+    targets: list[Target] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ModelError(f"{path} does not exist")
+        if path.is_dir():
+            manifest = bundles.read_manifest(path)
+            if keras:
+                targets.append(_keras_target(path, manifest))
+            for entry in bundles.ok_artifacts(manifest):
+                targets.append(Target(entry["id"], path / entry["file"], path, entry))
+            continue
+        if path.suffix not in ARTIFACT_SUFFIXES:
+            raise ModelError(f"{path} is neither a bundle directory nor a .tflite/.onnx artifact")
+        entry = None
+        if (path.parent / bundles.MANIFEST).is_file():
+            manifest = bundles.read_manifest(path.parent)
+            entry = next((a for a in manifest["artifacts"] if a["file"] == path.name), None)
+        targets.append(Target(entry["id"] if entry else path.name, path, path.parent if entry else None, entry))
+    if not targets:
+        raise ModelError("nothing to bench: the bundle has no produced artifacts")
+    return targets
+
+
+def _keras_target(bundle_dir: Path, manifest: dict) -> Target:
+    source = manifest["source"]
+    path = Path(source["model"])
+    if not path.is_file():
+        raise ModelError(f"--keras: the bundle's source model {path} is not on this machine")
+    if bundles.sha256_file(path) != source["sha256"]:
+        raise ModelError(f"--keras: {path} has changed since the bundle was exported (SHA-256 differs)")
+    return Target("keras", path, bundle_dir, {"id": "keras", "quant": "fp32"})
+
+
+def latency_stats(samples_ns: np.ndarray, batch: int) -> dict:
+    """Latency statistics in microseconds, and throughput in examples per second."""
+    us = np.asarray(samples_ns, dtype=np.float64) / 1e3
+    mean = float(us.mean())
+    return {
+        "runs": int(len(us)), "batch": batch,
+        "mean_us": round(mean, 2), "std_us": round(float(us.std()), 2), "min_us": round(float(us.min()), 2),
+        "p50_us": round(float(np.percentile(us, 50)), 2), "p90_us": round(float(np.percentile(us, 90)), 2),
+        "p99_us": round(float(np.percentile(us, 99)), 2), "max_us": round(float(us.max()), 2),
+        "cv": round(float(us.std() / mean), 4) if mean else 0.0,
+        "throughput_per_s": round(batch * 1e6 / float(np.median(us)), 1),
+    }
+
+
+def time_step(step: Callable, warmup: int, runs: int, seconds: float | None) -> np.ndarray:
+    """Warm up, then time ``step()`` ``runs`` times (or until ``seconds`` have passed): ns per call."""
+    for _ in range(warmup):
+        step()
+    clock = time.perf_counter_ns
+    if seconds is None:
+        samples = np.empty(runs, dtype=np.int64)
+        for i in range(runs):
+            start = clock()
+            step()
+            samples[i] = clock() - start
+        return samples
+    collected, deadline = [], clock() + int(seconds * 1e9)
+    while clock() < deadline:
+        start = clock()
+        step()
+        collected.append(clock() - start)
+    return np.asarray(collected, dtype=np.int64)
+
+
+def cold_start(target: Target, config: BenchConfig) -> dict:
+    """Import + load + first inference, and peak memory, measured in a fresh process."""
+    args = [sys.executable, "-m", "edgeseq.coldstart", str(target.path), str(config.threads or ""),
+            config.provider or "", "1"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return {"error": f"cold-start process failed ({done.returncode}): {tail}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _accuracy(target: Target, runner, data_dir, cache: dict) -> dict:
+    """Agreement with Keras (bundle) and accuracy, at batch 1, on the test set or the reference set."""
+    if target.bundle_dir is not None:
+        key = str(target.bundle_dir)
+        if key not in cache:
+            from edgeseq.verify import evaluation_set
+
+            manifest = bundles.read_manifest(target.bundle_dir)
+            cache[key] = (manifest["output"]["kind"],
+                          *evaluation_set(manifest, bundles.read_reference(target.bundle_dir), data_dir))
+        kind, images, digits, keras_outputs, described = cache[key]
+        outputs = runner.run(images, batch=1).reshape(keras_outputs.shape)
+        result = parity.compare(kind, outputs, keras_outputs, digits)
+        return {"evaluated_on": described, **{k: result[k] for k in ("examples", "agreement", "accuracy", "keras_accuracy")}}
+    try:
+        test = load_split("test", source=locate(data_dir, download=False))
+    except DataError as exc:
+        return {"error": f"no bundle and no MNIST: accuracy not measured ({exc})"}
+    outputs = runner.run(test.images, batch=1)
+    kind = output_spec_for_shape(outputs.shape[1:])["kind"]
+    scores = parity.compare(kind, outputs, outputs, test.labels)
+    return {"evaluated_on": f"MNIST test set ({len(test):,} images)", "examples": len(test), "agreement": None,
+            "accuracy": scores["accuracy"], "keras_accuracy": None}
+
+
+def bench(paths: list[str | Path], config: BenchConfig | None = None, *, data_dir=None, keras: bool = False,
+          on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Bench every artifact under ``paths``; returns the report. Ctrl-C returns what was measured so far,
+    with ``"interrupted": true``."""
+    config = config or BenchConfig()
+    targets = collect_targets(paths, keras=keras)
+    fingerprint = device()
+    report = {
+        "schema": SCHEMA, "edgeseq": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": {**config.__dict__, "batch_sizes": list(config.batch_sizes)},
+        "device": fingerprint, "warnings": warnings(fingerprint), "interrupted": False, "artifacts": [],
+    }
+    cache: dict = {}
+    try:
+        for index, target in enumerate(targets):
+            if on_progress:
+                on_progress(target.id, index, len(targets))
+            report["artifacts"].append(_bench_one(target, config, data_dir, cache))
+    except KeyboardInterrupt:
+        report["interrupted"] = True
+    if on_progress:
+        on_progress("", len(targets), len(targets))
+    return report
+
+
+def _bench_one(target: Target, config: BenchConfig, data_dir, cache: dict) -> dict:
+    row = {"id": target.id, "file": str(target.path), "format": target.format,
+           "quant": (target.entry or {}).get("quant"), "bytes": target.path.stat().st_size,
+           "bundle": str(target.bundle_dir) if target.bundle_dir else None}
+    try:
+        runner = open_runner(target.path, threads=config.threads, provider=config.provider)
+    except EdgeseqError as exc:
+        return {**row, "error": str(exc)}
+    row["runtime"] = runner.describe()
+    if target.format == "onnx":
+        row["runtime"]["node_providers"] = runner.node_providers(np.zeros((1, *runner.input_shape), np.float32))
+    row["latency"] = []
+    for batch in config.batch_sizes:
+        fixed = getattr(runner, "batch", None)
+        if fixed and batch != fixed:
+            row["latency"].append({"batch": batch, "error": f"artifact has a fixed batch of {fixed}"})
+            continue
+        step = runner.stepper(np.random.default_rng(0).random((batch, *runner.input_shape), dtype=np.float32))
+        samples = time_step(step, config.warmup, config.runs, config.seconds)
+        stats = latency_stats(samples, batch)
+        stats["unstable"] = stats["cv"] > config.max_cv
+        stats["samples_us"] = np.round(samples / 1e3, 1).tolist()  # the distribution, for plots and re-analysis
+        row["latency"].append(stats)
+    if config.cold_start and target.format != "keras":
+        row["cold_start"] = cold_start(target, config)
+    if config.accuracy:
+        try:
+            row["accuracy"] = _accuracy(target, runner, data_dir, cache)
+        except (EdgeseqError, ValueError) as exc:
+            row["accuracy"] = {"error": str(exc)}
+    return row
+
+
+def p50(row: dict, batch: int = 1) -> float | None:
+    return next((s["p50_us"] for s in row.get("latency", []) if s.get("batch") == batch and "p50_us" in s), None)
+
+
+def compare(before: dict, after: dict, slower: float = 0.10, accuracy_drop: float = 0.002) -> dict:
+    """What changed between two bench reports, artifact by artifact (matched by id); regressions flagged:
+    p50 slower by more than ``slower`` (fraction) or accuracy lower by more than ``accuracy_drop``."""
+    for report in (before, after):
+        if report.get("schema") != SCHEMA:
+            raise ModelError(f"not an edgeseq bench report (schema {SCHEMA!r} expected)")
+    old = {r["id"]: r for r in before["artifacts"]}
+    rows = []
+    for row in after["artifacts"]:
+        if row["id"] not in old:
+            continue
+        prev = old[row["id"]]
+        a, b = p50(prev), p50(row)
+        acc_a = (prev.get("accuracy") or {}).get("accuracy")
+        acc_b = (row.get("accuracy") or {}).get("accuracy")
+        change = (b - a) / a if a and b else None
+        regressions = []
+        if change is not None and change > slower:
+            regressions.append(f"p50 {a:.0f} -> {b:.0f} us (+{change:.0%})")
+        if acc_a is not None and acc_b is not None and acc_a - acc_b > accuracy_drop:
+            regressions.append(f"accuracy {acc_a:.2%} -> {acc_b:.2%}")
+        rows.append({"id": row["id"], "p50_before_us": a, "p50_after_us": b, "p50_change": change,
+                     "accuracy_before": acc_a, "accuracy_after": acc_b, "regressions": regressions})
+    return {"before": {"device": before["device"].get("cpu"), "created": before.get("created")},
+            "after": {"device": after["device"].get("cpu"), "created": after.get("created")},
+            "only_before": sorted(set(old) - {r["id"] for r in after["artifacts"]}),
+            "only_after": sorted({r["id"] for r in after["artifacts"]} - set(old)),
+            "rows": rows, "regressed": any(r["regressions"] for r in rows)}
+
+
+def write_report(report: dict, out_dir: str | Path) -> list[Path]:
+    """bench.json, bench.md and (when matplotlib is installed) latency.png and accuracy_latency.png."""
+    from edgeseq import atomic
+    from edgeseq.report import bench_markdown
+
+    out_dir = Path(out_dir)
+    files = [atomic.write_json(out_dir / "bench.json", report), atomic.write_text(out_dir / "bench.md", bench_markdown(report))]
+    rows = [r for r in report["artifacts"] if r.get("latency") and "samples_us" in r["latency"][0]]
+    if not rows:
+        return files
+    try:
+        from edgeseq import plots
+
+        files.append(plots.latency_distribution([r["id"] for r in rows], [r["latency"][0]["samples_us"] for r in rows],
+                                                out_dir / "latency.png", f"latency at batch {rows[0]['latency'][0]['batch']}"))
+        scored = [r for r in rows if (r.get("accuracy") or {}).get("accuracy") is not None]
+        if scored:
+            files.append(plots.accuracy_vs_latency([r["id"] for r in scored], [r["latency"][0]["p50_us"] for r in scored],
+                                                   [r["accuracy"]["accuracy"] for r in scored],
+                                                   out_dir / "accuracy_latency.png", "accuracy against latency"))
+    except EdgeseqError:  # matplotlib is not part of the base install: the report stands without plots
+        pass
+    return files

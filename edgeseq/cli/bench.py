@@ -1,0 +1,99 @@
+"""``edgeseq bench``: accuracy and latency of every artifact, on the device, without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from edgeseq.cli import app
+from edgeseq.cli.common import DataDir, JsonFlag, table, user_errors
+
+
+@app.command("bench")
+def bench_command(
+    paths: Annotated[List[Path], typer.Argument(help="Bundle directories and/or .tflite/.onnx files; with "
+                                                "--compare, two bench.json reports.")],
+    batch: Annotated[List[int], typer.Option(min=1, help="Batch size to time (repeat for several).")] = [1],  # noqa: B006
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Runtime threads (default: the runtime's).")] = None,
+    provider: Annotated[Optional[str], typer.Option(help="ONNX Runtime provider: cpu, cuda or tensorrt "
+                                                    "(default: the best available).")] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per artifact and batch size.")] = 200,
+    seconds: Annotated[Optional[float], typer.Option(help="Time budget per artifact instead of --runs.")] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed runs first.")] = 20,
+    cold_start: Annotated[bool, typer.Option("--cold-start/--no-cold-start", help="Measure load + first "
+                                             "inference and peak memory in a fresh process.")] = True,
+    accuracy: Annotated[bool, typer.Option("--accuracy/--no-accuracy", help="Measure accuracy and agreement.")] = True,
+    out: Annotated[Optional[Path], typer.Option(help="Where to write bench.json, bench.md and plots "
+                                                "(default: bench/ in the first bundle, else ./bench).")] = None,
+    keras: Annotated[bool, typer.Option("--keras", help="Also time the Keras original the bundle came from "
+                                        "(needs TensorFlow): the baseline exporting beats.")] = False,
+    compare: Annotated[bool, typer.Option("--compare", help="Compare two bench.json reports instead.")] = False,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Time every artifact (warm-up, then timed runs: mean, std, min, p50, p90, p99, max, throughput),
+    measure cold start and peak memory in a fresh process, and accuracy and agreement with the Keras
+    original (MNIST test set, else the bundle's reference set), with a fingerprint of the device.
+
+    Writes bench.json (versioned), bench.md and PNG plots. Ctrl-C still writes what was measured.
+    `edgeseq bench --compare A.json B.json` prints what changed and exits 1 on a regression."""
+    with user_errors():
+        from edgeseq import bench as benchmod
+        from edgeseq.report import BENCH_HEADERS, bench_row, compare_markdown
+
+        if compare:
+            if len(paths) != 2:
+                raise benchmod.InvalidValueError("--compare takes exactly two bench.json reports")
+            diff = benchmod.compare(*(_load(p) for p in paths))
+            typer.echo(json.dumps(diff, indent=2) if as_json else compare_markdown(diff))
+            raise typer.Exit(1 if diff["regressed"] else 0)
+        config = benchmod.BenchConfig(batch_sizes=tuple(batch), threads=threads, provider=provider, warmup=warmup,
+                                      runs=runs, seconds=seconds, cold_start=cold_start, accuracy=accuracy)
+        report = benchmod.bench(paths, config, data_dir=data_dir, keras=keras, on_progress=_progress())
+        target = out or (paths[0] / "bench" if paths[0].is_dir() else Path("bench"))
+        files = benchmod.write_report(report, target)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        for warning in report["warnings"]:
+            typer.echo(f"warning: {warning}", err=True)
+        for b in config.batch_sizes:
+            typer.echo(f"batch {b}:")
+            typer.echo(table(BENCH_HEADERS, [bench_row(r, b) for r in report["artifacts"]]))
+        typer.echo("wrote: " + ", ".join(str(f) for f in files))
+    if report["interrupted"]:
+        typer.echo("interrupted: the report holds what was measured before Ctrl-C", err=True)
+        raise typer.Exit(130)
+    failed = [r for r in report["artifacts"] if "error" in r]
+    for row in failed:
+        typer.echo(f"error: {row['id']}: {row['error']}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _load(path: Path) -> dict:
+    from edgeseq.errors import ModelError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read bench report {path} ({exc})") from exc
+
+
+def _progress():
+    """Progress on stderr: a line per artifact (a terminal gets them overwritten in place)."""
+    tty = sys.stderr.isatty()
+
+    def show(artifact: str, done: int, total: int) -> None:
+        if artifact:
+            text = f"bench [{done + 1}/{total}] {artifact}"
+            typer.echo(f"\r{text:<60}" if tty else text, err=True, nl=not tty)
+        elif tty:
+            typer.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+
+    return show

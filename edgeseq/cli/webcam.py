@@ -1,0 +1,83 @@
+"""``edgeseq webcam`` and ``edgeseq demo-video``: every artifact side by side on camera frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from edgeseq.cli import app
+from edgeseq.cli.common import DataDir, JsonFlag, table, user_errors
+
+
+@app.command("webcam")
+def webcam_command(
+    bundle: Annotated[Path, typer.Argument(help="A bundle directory written by `edgeseq export`.")],
+    source: Annotated[str, typer.Option(help="Camera index (0), a video file, a folder of images or an image.")] = "0",
+    headless: Annotated[Optional[bool], typer.Option("--headless/--window", help="Record to --out instead of "
+                                                     "showing a window (default: headless when there is no display).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for annotated.mp4, frames.jsonl and summary.json.")] = Path("webcam"),
+    max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after N frames.")] = None,
+    keras: Annotated[Optional[bool], typer.Option("--keras/--no-keras", help="Run the Keras original too "
+                                                  "(default: when TensorFlow and the source model are here).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Runtime threads per backend.")] = None,
+    only: Annotated[Optional[str], typer.Option(help="Comma list of artifact ids to run (default: all).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Find handwritten digits in each frame (dark ink on light paper, read left to right), preprocess them
+    the way MNIST was made, run every artifact of the bundle side by side, and show or record whether they
+    agree with the reference (the Keras original, or the fp32 artifact on a device without TensorFlow).
+
+    A demo video's ground truth (`edgeseq demo-video`) is picked up from its .json sidecar. Ctrl-C, 'q' in
+    the window, or the end of the source stop the loop; the summary is always written."""
+    with user_errors():
+        from edgeseq.webcam.loop import run_webcam
+
+        summary = run_webcam(bundle, source, out_dir=out, headless=headless, max_frames=max_frames, keras=keras,
+                             threads=threads, only=[a.strip() for a in only.split(",")] if only else None)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"{summary['frames']} frames from {summary['source']['description']} ({summary['stopped']}); "
+               f"{summary['digits']} digits found, {summary['frames_without_digits']} frames without a digit, "
+               f"{summary['dropped_frames']} dropped")
+    for event in summary["events"]:
+        typer.echo(f"  event: {event}")
+    truth = summary.get("ground_truth", {})
+    rows = []
+    for name in summary["backends"]:
+        lat = summary["latency_ms_per_digit"].get(name) or {}
+        agreement = summary["agreement_with_reference"][name]
+        accuracy = (truth.get("accuracy") or {}).get(name)
+        rows.append([name + (" (reference)" if name == summary["reference"] else ""),
+                     "-" if agreement is None else f"{agreement:.2%}", "-" if accuracy is None else f"{accuracy:.2%}",
+                     f"{lat['p50']:.3f}" if lat else "-", f"{lat['p99']:.3f}" if lat else "-"])
+    typer.echo(table(["backend", "agreement", "accuracy (truth)", "p50 ms/digit", "p99 ms/digit"], rows))
+    fps = summary["fps"]
+    typer.echo(f"frame rate: {fps['processing']} fps processing, {fps['wall']} fps wall"
+               + (f"; ground truth: {truth['digits']} digits, {truth['missed_by_detection']} missed by detection" if truth else ""))
+    typer.echo(f"wrote: {out}/summary.json, {out}/frames.jsonl" + (f", {out}/annotated.mp4" if (out / 'annotated.mp4').exists() else ""))
+    if summary["interrupted"]:
+        raise typer.Exit(130)
+
+
+@app.command("demo-video")
+def demo_video_command(
+    out: Annotated[Path, typer.Argument(help="The .mp4 to write; its ground truth goes beside it as .json.")],
+    frames: Annotated[int, typer.Option(min=1, help="Frames to render.")] = 120,
+    fps: Annotated[float, typer.Option(help="Frames per second of the video.")] = 15.0,
+    max_digits: Annotated[int, typer.Option(min=1, max=6, help="Most digits in one frame.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same video.")] = 0,
+    data_dir: DataDir = None,
+) -> None:
+    """Write a synthetic camera video of MNIST test digits with known labels: dark ink on textured paper
+    under uneven light, with blur, noise, small rotations and several digits per frame."""
+    with user_errors():
+        from edgeseq.webcam.demo import sidecar_path, write_demo_video
+
+        sidecar = write_demo_video(out, frames=frames, fps=fps, seed=seed, data_dir=data_dir, max_digits=max_digits)
+    digits = sum(len(f["labels"]) for f in sidecar["frames"])
+    typer.echo(f"wrote {out} ({frames} frames, {digits} digits) and {sidecar_path(out)}")

@@ -10,6 +10,14 @@ Seen 2026-11-22 (TF 2.21, ORT 1.31), rnn: float max diff 0.0; TFLite full-int8 c
 WHILE loop segfaults) with 100 % of MACs int8, agreement 99.48 %, accuracy -0.12 pts, 62.5 KB (int8
 weights are 28 KB: the rest is metadata of 177 unrolled tensors); ONNX static QDQ agreement 98.46 %,
 150.8 KB (larger than fp32: 283 Q/DQ nodes with long names).
+
+Also measured, for the next step: (1) a rolled rewrite (tf.while_loop over a precomputed input
+projection, no TensorList ops, weights as constants) still segfaults in TFLite full-int8 conversion:
+the WHILE loop itself is the trigger; (2) slimming the unrolled flatbuffer (short names, activation
+tensors on the empty buffer) gives 62.5 -> 57.1 KB with bit-identical outputs: the rest is the
+flatbuffer structure of ~6 tensors per step, so unrolled TFLite int8 cannot meet 0.35x of fp32
+(120 KB for rnn) on models this small; TFLite's fused integer sequence kernels (int8 weights, int16
+cell state) are the candidate that keeps one op per layer.
 """
 
 import os

@@ -17,9 +17,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from edgeseq.cli import bench, evaluate, export, train, verify, webcam, zoo  # noqa: E402  (registers the commands)
+from edgeseq.cli import bench, evaluate, export, pipeline, train, verify, webcam, zoo  # noqa: E402  (registers the commands)
 
-__all__ = ["app", "main", "bench", "evaluate", "export", "train", "verify", "webcam", "zoo"]
+__all__ = ["app", "main", "bench", "evaluate", "export", "pipeline", "train", "verify", "webcam", "zoo"]
 
 
 def main() -> None:

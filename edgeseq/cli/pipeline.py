@@ -1,0 +1,36 @@
+"""``edgeseq pipeline``: train, evaluate, export, verify and bench in one run folder with one report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from edgeseq.cli import app
+from edgeseq.cli.common import DataDir, user_errors
+
+
+@app.command("pipeline")
+def pipeline_command(
+    model: Annotated[str, typer.Argument(help="A zoo model name (see `edgeseq zoo`) or a .keras file.")],
+    quick: Annotated[bool, typer.Option("--quick", help="Train one epoch instead of the seed recipe.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/pipeline-NAME).")] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per artifact in the bench stage.")] = 200,
+    data_dir: DataDir = None,
+) -> None:
+    """Train (zoo models, seed recipe) or take your .keras model, evaluate it, export every format and
+    quantization, verify each artifact against it, bench them all beside Keras, and write report.md.
+
+    Exits 1 when an artifact fails to convert or fails its thresholds (the report says which and why)."""
+    with user_errors():
+        from edgeseq.pipeline import run_pipeline
+
+        result = run_pipeline(model, out_dir=out, quick=quick, data_dir=data_dir, bench_runs=runs,
+                              say=lambda line: typer.echo(f"== {line}", err=True))
+    typer.echo(f"Verdict: {result.verdict}.")
+    typer.echo(f"report: {result.report_path}  (stage seconds: "
+               + ", ".join(f"{k} {v}" for k, v in result.seconds.items()) + ")")
+    if not result.passed:
+        raise typer.Exit(1)

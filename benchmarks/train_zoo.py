@@ -15,7 +15,6 @@ import json
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from edgeseq import atomic

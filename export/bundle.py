@@ -44,9 +44,9 @@ class Job:
 # ----------------------------------------------------------------- worker side (spawned process)
 
 def _worker_setup(model_path: str, calibration: np.ndarray):
-    from edgeseq.training.models import load_model
+    from edgeseq.training.models import as_float32, load_model
 
-    return load_model(model_path), calibration
+    return as_float32(load_model(model_path))[0], calibration
 
 
 def _worker_convert(context, job: Job) -> dict:
@@ -146,10 +146,10 @@ def export_bundle(
     ``on_artifact(artifact_id, status)`` as each conversion ends (progress display).
     """
     from edgeseq.training.evaluate import predict
-    from edgeseq.training.models import describe, load_model, resolve_model_path
+    from edgeseq.training.models import as_float32, describe, load_model, resolve_model_path
 
     model_path = resolve_model_path(model_path)
-    model = load_model(model_path)
+    model, trained_policy = as_float32(load_model(model_path))  # devices run float32 weights
     info = describe(model, model_path)
     if calibration_size < 1:
         raise DataError(f"--calib must be a positive number of images, got {calibration_size}")
@@ -221,6 +221,9 @@ def export_bundle(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": {"model": str(model_path), "file": model_path.name, "sha256": sha256_file(model_path),
                    "name": card.get("name", stem), "card": bool(card), "parameters": int(model.count_params()),
+                   "dtype_policy": trained_policy,
+                   "exported_as": "float32" + (f" (trained under {trained_policy}; reference outputs are the float32 model's)"
+                                               if trained_policy != "float32" else ""),
                    "test_metrics": (card.get("metrics") or {}).get("test")},
         "input": {"name": "image", "shape": list(info.input_shape), "dtype": "float32"},
         "output": info.output,

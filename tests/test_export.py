@@ -182,3 +182,18 @@ def test_unknown_format_or_quant_lists_the_valid_ones(tmp_path):
     assert result.exit_code == 1 and "unknown format 'coreml'; valid: tflite, onnx, all" in result.output
     result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--quant", "int4"])
     assert "unknown quant 'int4'; valid: fp32, fp16, dynamic, int8, all" in result.output
+
+
+def test_a_mixed_precision_model_exports_as_float32(tmp_path, small_mnist_dir, splits):
+    from edgeseq.export.bundle import export_bundle
+    from edgeseq.training.train import train
+
+    run = train("mlp", out_dir=tmp_path / "mp", epochs=1, mixed_precision=True, train_split=splits[0],
+                test_split=splits[1], progress=False)
+    assert run.card["recipe"]["dtype_policy"] == "mixed_bfloat16"
+    result = export_bundle(run.run_dir, formats=list(Format), quants=[Quant.fp32], train_split=splits[0],
+                           test_split=splits[1])
+    assert result.failed == [] and result.manifest["source"]["dtype_policy"] == "mixed_bfloat16"
+    assert result.manifest["source"]["exported_as"].startswith("float32 (trained under mixed_bfloat16")
+    report = verify(result.bundle_dir, data_dir=small_mnist_dir, write=False)
+    assert all(r["passed"] for r in report["artifacts"]), [r["reasons"] for r in report["artifacts"]]

@@ -230,3 +230,15 @@ def test_loop_faults_are_one_line(tiny_bundle, tmp_path, monkeypatch):
     cv2.imwrite(str(blank / "page.png"), paper())
     ok = runner.invoke(app, ["webcam", str(result.bundle_dir), "--source", str(blank), "--out", str(tmp_path / "o"), "--headless"])
     assert ok.exit_code == 0 and "0 digits found, 1 frames without a digit" in ok.output
+
+
+def test_overlay_marks_agreement_and_dissent():
+    from edgeseq.webcam.overlay import GREEN, RED, draw
+
+    frame = paper()
+    digits = [{"box": (60, 200, 80, 80), "predictions": {"ref": "7", "a": "7"}},
+              {"box": (400, 200, 80, 80), "predictions": {"ref": "3", "a": "8"}}]
+    out = draw(frame, digits, "ref", 30.0, {"ref": 0.2, "a": 0.1})
+    assert tuple(out[200, 100]) == GREEN and tuple(out[200, 440]) == RED  # the top edges of the two boxes
+    assert out[5:20, 5:60].mean() < frame[5:20, 5:60].mean()  # the darkened panel with the frame rate
+    assert np.array_equal(frame, paper())  # the input frame is left untouched

@@ -43,6 +43,29 @@ def load_model(path: str | Path):
         raise ModelError(f"cannot load {path}: {type(exc).__name__}: {message[:300]}") from exc
 
 
+def _float32_config(config):
+    """A model config with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _float32_config(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_config(v) for v in config]
+    return config
+
+
+def as_float32(model):
+    """The model computing in float32: a mixed-precision model (weights already float32) is rebuilt under a
+    float32 policy with the same weights; a float32 model is returned as is. Returns (model, policy it had)."""
+    policies = {layer.dtype_policy.name for layer in model.layers}
+    mixed = sorted(p for p in policies if p.startswith("mixed_"))
+    if not mixed:
+        return model, "float32"
+    rebuilt = type(model).from_config(_float32_config(model.get_config()))
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt, mixed[0]
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a loaded model takes and gives, from its card when there is one, else from its shapes."""

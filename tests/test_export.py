@@ -197,3 +197,38 @@ def test_a_mixed_precision_model_exports_as_float32(tmp_path, small_mnist_dir, s
     assert result.manifest["source"]["exported_as"].startswith("float32 (trained under mixed_bfloat16")
     report = verify(result.bundle_dir, data_dir=small_mnist_dir, write=False)
     assert all(r["passed"] for r in report["artifacts"]), [r["reasons"] for r in report["artifacts"]]
+
+
+@pytest.mark.parametrize("layer", ["SimpleRNN", "GRU", "LSTM"])
+def test_onnx_int8_runs_the_recurrent_cell_on_integer_kernels(layer, tmp_path, splits, small_mnist_dir):
+    """Guard: an int8 artifact whose recurrent ops stay float must fail this test, whatever its accuracy."""
+    from edgeseq.export.bundle import export_bundle
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((28, 28)), getattr(keras.layers, layer)(16),
+                              keras.layers.Dense(10, activation="softmax")])
+    path = trained(model, splits, tmp_path / f"{layer}.keras", epochs=2)
+    result = export_bundle(path, formats=[Format.onnx], quants=[Quant.fp32, Quant.int8], calibration_size=64,
+                           train_split=splits[0], test_split=splits[1])
+    entry = next(a for a in result.manifest["artifacts"] if a["id"] == "onnx-int8")
+    coverage = entry["coverage"]
+    assert entry["status"] == "ok" and coverage["int8_mac_share"] >= 0.95, coverage
+    assert not set(coverage["float_mac_ops"]) & {"MatMul", "LSTM", "GRU", "RNN", "Gemm"} or \
+        sum(coverage["float_mac_ops"].values()) <= 1, coverage["float_mac_ops"]  # at most the output layer
+    onnx = pytest.importorskip("onnx")
+
+    def initializers(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    yield from initializers(attr.g)
+
+    model = onnx.load(str(result.bundle_dir / entry["file"]))
+    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    recurrent = [i for i in initializers(model.graph) if i.data_type in eight_bit and 16 in i.dims and
+                 int(np.prod(i.dims)) in (16 * 16, 16 * 16 * {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}[layer])]
+    assert len(recurrent) == 1, [(i.name, list(i.dims)) for i in recurrent]  # stored once, in 8 bits
+    report = verify(result.bundle_dir, data_dir=small_mnist_dir, write=False)
+    row = next(r for r in report["artifacts"] if r["id"] == "onnx-int8")
+    assert row["parity"]["agreement"] >= 0.9, row["parity"]

@@ -50,3 +50,12 @@ def test_score_outputs_for_both_kinds():
     assert list(scores["predicted_digits"]) == [3, 9]
     with pytest.raises(ValueError, match="unknown output kind"):
         metrics.score_outputs("regress", probs, digits)
+
+
+def test_report_says_when_a_quantized_artifact_is_not():
+    from edgeseq.report import verify_row
+
+    base = {"id": "onnx-dynamic", "quant": "dynamic", "bytes": 1000, "passed": True, "parity": {}}
+    assert verify_row({**base, "coverage": {"int8_mac_share": 0.0}})[-1] == "PASS (not quantized)"
+    assert verify_row({**base, "coverage": {"int8_mac_share": 0.99}})[-1] == "PASS"
+    assert verify_row({**base, "quant": "fp32", "coverage": {"int8_mac_share": 0.0}})[-1] == "PASS"

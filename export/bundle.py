@@ -27,6 +27,7 @@ from edgeseq.runtimes import open_runner
 
 REFERENCE_SIZE = 500  # test images whose inputs travel with the bundle
 DEFAULT_CALIBRATION = 300  # training images for int8 calibration
+SELECTION_SIZE = 500  # held-out training images for choosing between int8 recipe candidates
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,14 @@ class Job:
 
 # ----------------------------------------------------------------- worker side (spawned process)
 
-def _worker_setup(model_path: str, calibration: np.ndarray):
+def _worker_setup(model_path: str, calibration: np.ndarray, selection: np.ndarray):
     from edgeseq.training.models import as_float32, load_model
 
-    return as_float32(load_model(model_path))[0], calibration
+    return as_float32(load_model(model_path))[0], calibration, selection
 
 
 def _worker_convert(context, job: Job) -> dict:
-    model, calibration = context
+    model, calibration, selection = context
     if job.fmt is Format.tflite:
         from edgeseq.export import tflite
 
@@ -58,7 +59,7 @@ def _worker_convert(context, job: Job) -> dict:
     from edgeseq.export import onnx
 
     fp32 = Path(job.onnx_fp32) if job.onnx_fp32 and Path(job.onnx_fp32).is_file() else None
-    return onnx.convert(model, Path(job.path), job.quant, calibration, fp32_path=fp32)
+    return onnx.convert(model, Path(job.path), job.quant, calibration, fp32_path=fp32, selection=selection)
 
 
 # ----------------------------------------------------------------- parent side
@@ -175,6 +176,8 @@ def export_bundle(
     reference_seconds = time.perf_counter() - started
 
     calibration = adapt_images(train_split.images[:calibration_size], info.input_shape)  # (N, *input) float32
+    # Held-out training images (after the calibration ones) on which a recipe may choose between candidates.
+    selection = adapt_images(train_split.images[calibration_size : calibration_size + SELECTION_SIZE], info.input_shape)
     stem = model_path.stem if model_path.stem != "model" else (info.card or {}).get("name", "model")
     jobs = []
     for fmt in sorted(set(formats), key=list(Format).index):
@@ -188,7 +191,7 @@ def export_bundle(
         on_start(len(jobs))
 
     outcomes = run_isolated(
-        jobs, _worker_convert, _worker_setup, (str(model_path), calibration), bundle_dir / "logs",
+        jobs, _worker_convert, _worker_setup, (str(model_path), calibration, selection), bundle_dir / "logs",
         log_name=lambda job: f"{job.id}.log",
         on_done=(lambda o: on_artifact(o.job.id, "ok" if o.ok else "failed")) if on_artifact else None)
 
@@ -228,7 +231,8 @@ def export_bundle(
         "input": {"name": "image", "shape": list(info.input_shape), "dtype": "float32"},
         "output": info.output,
         "preprocessing": card.get("preprocessing") or _default_preprocessing(),
-        "calibration": {"images": int(len(calibration)), "source": "the first N MNIST training images"},
+        "calibration": {"images": int(len(calibration)), "source": "the first N MNIST training images",
+                        "selection_images": int(len(selection))},
         "reference": {"file": bundles.REFERENCE, "examples": r, "test_examples": len(test_split),
                       "test_sha256": bundles.test_set_sha256(test_split.images, test_split.labels),
                       "seconds": round(reference_seconds, 2)},

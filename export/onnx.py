@@ -23,16 +23,23 @@ DYNAMIC_ONLY_OPS = ("LSTM",)
 
 
 def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None = None,
-            fp32_path: Path | None = None) -> dict:
-    """Write ``out_path``; fp16/dynamic/int8 start from ``fp32_path`` when given (else convert first)."""
+            fp32_path: Path | None = None, selection: np.ndarray | None = None) -> dict:
+    """Write ``out_path``; fp16/dynamic/int8 start from ``fp32_path`` when given (else convert first).
+
+    selection: held-out images (not calibration, never test) on which the int8 recipe picks between its
+    candidates by agreement with ``model``.
+    """
     quant = Quant(quant)
     if quant is Quant.fp32:
         return convert_fp32(model, out_path)
+    reference = None
+    if selection is not None and len(selection) and quant is Quant.int8:
+        reference = (selection, np.asarray(model(selection, training=False)))
     with tempfile.TemporaryDirectory() as scratch:
         if fp32_path is None:
             fp32_path = Path(scratch) / "fp32.onnx"
             convert_fp32(model, fp32_path)
-        return derive(fp32_path, out_path, quant, calibration)
+        return derive(fp32_path, out_path, quant, calibration, reference)
 
 
 def convert_fp32(model, out_path: Path) -> dict:
@@ -57,7 +64,18 @@ class _Calibration:
         return next(self._items, None)
 
 
-def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None) -> dict:
+def _agreement(path: Path, reference) -> float:
+    """Top-1 (exact-sequence) agreement of an ONNX candidate with the Keras outputs, at batch 1."""
+    from edgeseq.runtimes import open_runner
+
+    images, expected = reference
+    outputs = open_runner(path, threads=1).run(images, batch=1).reshape(expected.shape)
+    same = outputs.argmax(axis=-1) == expected.argmax(axis=-1)
+    return float(same.reshape(len(same), -1).all(axis=1).mean())
+
+
+def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
+           reference: tuple | None = None) -> dict:
     onnx = require("onnx")
     ort = require("onnxruntime")
     quantization = require("onnxruntime.quantization")
@@ -99,18 +117,35 @@ def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarra
         dynamic_ops = [n.op_type for n in onnx.load(str(static)).graph.node if n.op_type in DYNAMIC_ONLY_OPS]
         if hoisted:
             dynamic_ops.append("Loop")
+        weights = quantization.QuantType.QInt8 if "LSTM" in dynamic_ops else quantization.QuantType.QUInt8
+        candidates = {"static QDQ": Path(scratch) / "candidate-static.onnx"}
+        if dynamic_ops:  # static QDQ leaves these float: give them ORT's integer dynamic kernels
+            quantization.quantize_dynamic(str(static), str(candidates["static QDQ"]), weight_type=weights,
+                                          nodes_to_exclude=head, extra_options={"EnableSubgraph": bool(hoisted)},
+                                          op_types_to_quantize=list(DYNAMIC_ONLY_OPS) + (["MatMul"] if hoisted else []))
+        else:
+            candidates["static QDQ"].write_bytes(static.read_bytes())
+        scores = {}
+        if reference is not None:  # the other candidate: every MAC op on dynamic integer kernels
+            candidates["dynamic integer"] = Path(scratch) / "candidate-dynamic.onnx"
+            quantization.quantize_dynamic(str(source), str(candidates["dynamic integer"]), weight_type=weights,
+                                          nodes_to_exclude=head, extra_options={"EnableSubgraph": bool(hoisted)})
+            scores = {name: round(_agreement(path, reference), 4) for name, path in candidates.items()}
+        chosen = max(scores, key=lambda n: (scores[n], n == "static QDQ")) if scores else "static QDQ"
         with atomic_path(out_path) as tmp:
-            if dynamic_ops:  # static QDQ leaves these float: give them ORT's integer dynamic kernels
-                weights = quantization.QuantType.QInt8 if "LSTM" in dynamic_ops else quantization.QuantType.QUInt8
-                quantization.quantize_dynamic(str(static), str(tmp), weight_type=weights, nodes_to_exclude=head,
-                                              op_types_to_quantize=list(DYNAMIC_ONLY_OPS) + (["MatMul"] if hoisted else []),
-                                              extra_options={"EnableSubgraph": bool(hoisted)})
-            else:
-                tmp.write_bytes(static.read_bytes())
+            tmp.write_bytes(candidates[chosen].read_bytes())
+    selection = {"selection": {"images": len(reference[0]), "source": "held-out training images (not calibration, "
+                               "not test)", "agreement": scores, "chosen": chosen}} if scores else {}
+    if chosen == "dynamic integer":
+        return {**recipe, "tool": f"onnxruntime.quantization.quantize_dynamic {ort.__version__}",
+                "weights": f"{'int8' if weights == quantization.QuantType.QInt8 else 'uint8'} per-tensor",
+                "activations": "quantized per call", "io": "float32", **_loop_note(hoisted),
+                **_head_note(head, share), **selection}
     return {**recipe, "tool": f"onnxruntime.quantization.quantize_static {ort.__version__}", "format": "QDQ",
             "weights": "int8 per-channel", "activations": "int8 per-tensor (MinMax)", "io": "float32",
             "calibration_images": len(images), "matmul_outputs": "float (integer MACs, no requantization)",
-            "dynamic_fallback": sorted(set(dynamic_ops)) or None, **_loop_note(hoisted), **_head_note(head, share)}
+            "dynamic_fallback": sorted(set(dynamic_ops)) or None, **_loop_note(hoisted), **_head_note(head, share),
+            **selection}
 
 
 def hoist_loop_constants(model) -> int:

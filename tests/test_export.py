@@ -40,7 +40,10 @@ def test_every_format_and_quantization_is_produced(tiny_bundle):
     assert tfl_int8["inputs"][0]["shape"] == [1, 28, 28] and tfl_int8["inputs"][0]["quantization"]["scale"] > 0
     assert tfl_int8["coverage"]["ops"]["int8"]["FULLY_CONNECTED"] == 2
     assert artifacts["onnx-fp32"]["inputs"][0]["shape"] == [None, 28, 28]
-    assert artifacts["onnx-int8"]["recipe"]["format"] == "QDQ"
+    selection = artifacts["onnx-int8"]["recipe"]["selection"]
+    assert set(selection["agreement"]) == {"static QDQ", "dynamic integer"} and selection["images"] == 500  # 600 train - 100 calibration
+    assert selection["agreement"][selection["chosen"]] == max(selection["agreement"].values())
+    assert (artifacts["onnx-int8"]["recipe"].get("format") == "QDQ") == (selection["chosen"] == "static QDQ")
 
 
 def test_manifest_and_reference_set(tiny_bundle, splits):

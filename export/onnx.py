@@ -128,8 +128,9 @@ def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarra
         scores = {}
         if reference is not None:  # the other candidate: every MAC op on dynamic integer kernels
             candidates["dynamic integer"] = Path(scratch) / "candidate-dynamic.onnx"
+            dynamic_head, dynamic_share = output_head(source, time_steps)  # node names of the graph it starts from
             quantization.quantize_dynamic(str(source), str(candidates["dynamic integer"]), weight_type=weights,
-                                          nodes_to_exclude=head, extra_options={"EnableSubgraph": bool(hoisted)})
+                                          nodes_to_exclude=dynamic_head, extra_options={"EnableSubgraph": bool(hoisted)})
             scores = {name: round(_agreement(path, reference), 4) for name, path in candidates.items()}
         chosen = max(scores, key=lambda n: (scores[n], n == "static QDQ")) if scores else "static QDQ"
         with atomic_path(out_path) as tmp:
@@ -140,7 +141,7 @@ def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarra
         return {**recipe, "tool": f"onnxruntime.quantization.quantize_dynamic {ort.__version__}",
                 "weights": f"{'int8' if weights == quantization.QuantType.QInt8 else 'uint8'} per-tensor",
                 "activations": "quantized per call", "io": "float32", **_loop_note(hoisted),
-                **_head_note(head, share), **selection}
+                **_head_note(dynamic_head, dynamic_share), **selection}
     return {**recipe, "tool": f"onnxruntime.quantization.quantize_static {ort.__version__}", "format": "QDQ",
             "weights": "int8 per-channel", "activations": "int8 per-tensor (MinMax)", "io": "float32",
             "calibration_images": len(images), "matmul_outputs": "float (integer MACs, no requantization)",

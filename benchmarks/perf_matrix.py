@@ -13,7 +13,6 @@ thread choice never slower than one thread. Writes benchmarks/results/perf.json 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -45,27 +44,16 @@ def peak_gmacs(threads: int) -> float:
 
 
 def onnx_profile(path: Path, top: int = 3) -> str:
-    """Where an ONNX artifact spends its time at batch 1: the op types with the largest share."""
-    import tempfile
-
+    """Where an ONNX artifact spends its time at batch 1 on one thread: the op types with the largest share."""
     import numpy as np
-    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    with tempfile.TemporaryDirectory() as scratch:
-        options.profile_file_prefix = os.path.join(scratch, "profile")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: np.zeros([1] + [d for d in session.get_inputs()[0].shape[1:]], np.float32)}
-        for _ in range(50):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
+    from edgeseq.runtimes import open_runner
+
+    runner = open_runner(path, threads=1)
     times = Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            times[(e.get("args") or {}).get("op_name", "?")] += e["dur"]
+    for event in runner.profile(np.zeros((1, *runner.input_shape), np.float32), runs=50):
+        if event["name"].endswith("_kernel_time"):
+            times[(event.get("args") or {}).get("op_name", "?")] += event["dur"]
     total = sum(times.values()) or 1
     return ", ".join(f"{op} {t / total:.0%}" for op, t in times.most_common(top))
 

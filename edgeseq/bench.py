@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgeseq import __version__, bundle as bundles, parity
+from edgeseq import __version__, bundle as bundles, metrics, parity
 from edgeseq.card import output_spec_for_shape
 from edgeseq.data import load_split, locate
 from edgeseq.errors import DataError, EdgeseqError, InvalidValueError, ModelError
@@ -171,10 +171,9 @@ def _accuracy(target: Target, runner, data_dir, cache: dict) -> dict:
     except DataError as exc:
         return {"error": f"no bundle and no MNIST: accuracy not measured ({exc})"}
     outputs = runner.run(test.images, batch=1)
-    kind = output_spec_for_shape(outputs.shape[1:])["kind"]
-    scores = parity.compare(kind, outputs, outputs, test.labels)
+    scores = metrics.score_outputs(output_spec_for_shape(outputs.shape[1:])["kind"], outputs, test.labels)
     return {"evaluated_on": f"MNIST test set ({len(test):,} images)", "examples": len(test), "agreement": None,
-            "accuracy": scores["accuracy"], "keras_accuracy": None}
+            "accuracy": scores.get("accuracy", scores.get("word_accuracy")), "keras_accuracy": None}
 
 
 def bench(paths: list[str | Path], config: BenchConfig | None = None, *, data_dir=None, keras: bool = False,

@@ -92,27 +92,34 @@ class OnnxRunner:
         session, outputs, feed = self.session, [self._out.name], {self._in.name: x}
         return lambda: session.run(outputs, feed)
 
-    def node_providers(self, x: np.ndarray) -> dict[str, int]:
-        """How many graph nodes each execution provider actually ran, from one profiled inference."""
+    def profile(self, x: np.ndarray, runs: int = 1) -> list[dict]:
+        """ORT's per-node events ("cat": "Node", with provider, op name and duration) for ``runs`` inferences
+        on ``x``, from a profiling session with this runner's providers and thread count."""
         import json
-        import os
         import tempfile
 
         ort = require("onnxruntime")
         options = ort.SessionOptions()
         options.enable_profiling = True
         options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        feed, outputs = {self._in.name: check_input(x, self.input_shape, self.path)}, [self._out.name]
         with tempfile.TemporaryDirectory() as scratch:
             options.profile_file_prefix = os.path.join(scratch, "profile")
             session = ort.InferenceSession(str(self.path), options, providers=self.session.get_providers())
-            session.run([self._out.name], {self._in.name: check_input(x, self.input_shape, self.path)})
+            for _ in range(runs):
+                session.run(outputs, feed)
             with open(session.end_profiling(), encoding="utf-8") as f:
-                events = json.load(f)
+                return [e for e in json.load(f) if e.get("cat") == "Node"]
+
+    def node_providers(self, x: np.ndarray) -> dict[str, int]:
+        """How many graph nodes each execution provider actually ran, from one profiled inference."""
         counts: dict[str, set] = {}
-        for event in events:
-            args = event.get("args") or {}
-            if event.get("cat") == "Node" and "provider" in args:
-                counts.setdefault(args["provider"], set()).add(event["name"].rsplit("_kernel_time", 1)[0])
+        for event in self.profile(x):
+            provider = (event.get("args") or {}).get("provider")
+            if provider:
+                counts.setdefault(provider, set()).add(event["name"].rsplit("_kernel_time", 1)[0])
         return {provider: len(nodes) for provider, nodes in sorted(counts.items())}
 
     def describe(self) -> dict:

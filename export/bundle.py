@@ -91,24 +91,6 @@ def _failure_reason(model, error: str, fmt: Format, quant: Quant, log: str) -> s
     return f"{first} (details in {log})"
 
 
-def _tensor_info(runner) -> dict:
-    """Input and output tensors of an artifact as the runtime sees them, with quantization parameters."""
-    if hasattr(runner, "interpreter"):
-        def one(detail):
-            scale, zero_point = detail["quantization"]
-            return {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
-                    "dtype": np.dtype(detail["dtype"]).name,
-                    "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None}
-
-        return {"inputs": [one(runner._in)], "outputs": [one(runner._out)]}
-
-    def one_onnx(arg):
-        return {"name": arg.name, "shape": [d if isinstance(d, int) else None for d in arg.shape],
-                "dtype": arg.type.replace("tensor(", "").rstrip(")"), "quantization": None}
-
-    return {"inputs": [one_onnx(runner._in)], "outputs": [one_onnx(runner._out)]}
-
-
 def _quant_notes(entry: dict) -> list[str]:
     """Say plainly what was not quantized."""
     cov = entry.get("coverage") or {}
@@ -210,7 +192,7 @@ def export_bundle(
         entry.update(status="ok", recipe=outcome.result, bytes=path.stat().st_size, sha256=sha256_file(path))
         try:
             runner = open_runner(path)
-            entry.update(_tensor_info(runner))
+            entry.update(runner.tensors())
             entry["runtime_check"] = "loads"
         except ModelError as exc:  # converted but the runtime cannot even load it: keep, report
             entry.update(status="failed", error=f"converted, but the runtime cannot load it: {exc}")

@@ -38,6 +38,12 @@ class KerasRunner:
         x = check_input(x, self.input_shape, self.path)
         return lambda: self.model.predict_on_batch(x)
 
+    def tensors(self) -> dict:
+        def one(tensor):
+            return {"name": tensor.name, "shape": [None, *tensor.shape[1:]], "dtype": str(tensor.dtype), "quantization": None}
+
+        return {"inputs": [one(self.model.inputs[0])], "outputs": [one(self.model.outputs[0])]}
+
     def describe(self) -> dict:
         return {"runtime": self.runtime, "version": self.runtime_version, "threads": self.threads,
                 "input": {"shape": [None, *self.input_shape], "dtype": "float32"}}

@@ -98,6 +98,16 @@ class LiteRTRunner:
 
         return step
 
+    def tensors(self) -> dict:
+        """Input and output tensors as the interpreter sees them, with their quantization parameters."""
+        def one(detail):
+            scale, zero_point = detail["quantization"]
+            return {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
+                    "dtype": np.dtype(detail["dtype"]).name,
+                    "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None}
+
+        return {"inputs": [one(self._in)], "outputs": [one(self._out)]}
+
     def describe(self) -> dict:
         return {"runtime": self.runtime, "version": self.runtime_version, "threads": self.threads,
                 "input": {"shape": [int(d) for d in self._in["shape"]], "dtype": np.dtype(self._in["dtype"]).name},

@@ -122,6 +122,14 @@ class OnnxRunner:
                 counts.setdefault(provider, set()).add(event["name"].rsplit("_kernel_time", 1)[0])
         return {provider: len(nodes) for provider, nodes in sorted(counts.items())}
 
+    def tensors(self) -> dict:
+        """Input and output tensors as ONNX Runtime sees them (a free dimension is None; float I/O)."""
+        def one(arg):
+            return {"name": arg.name, "shape": [d if isinstance(d, int) else None for d in arg.shape],
+                    "dtype": arg.type.replace("tensor(", "").rstrip(")"), "quantization": None}
+
+        return {"inputs": [one(self._in)], "outputs": [one(self._out)]}
+
     def describe(self) -> dict:
         return {"runtime": self.runtime, "version": self.runtime_version, "threads": self.threads,
                 "thread_choice": self.thread_choice, "providers": self.session.get_providers(),

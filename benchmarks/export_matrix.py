@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = {"model": name, "export_seconds": round(exported, 1), "export_verify_seconds": round(total, 1),
                         "passed": report["passed"], "evaluated_on": report["evaluated_on"],
                         "artifacts": report["artifacts"], "command": command, "created": report["created"]}
+        drift_md = result.bundle_dir / "drift-tflite-int8.md"
+        if drift_md.is_file():
+            models[name]["drift_markdown"] = drift_md.read_text()
         passed = sum(r["passed"] for r in report["artifacts"])
         print(f"{name:8s} {passed}/{len(report['artifacts'])} pass, export+verify {total:.0f} s", flush=True)
         for row in report["artifacts"]:
@@ -83,10 +86,28 @@ def markdown(report: dict) -> str:
     for m in report["models"]:
         out.append(f"| {m['model']} | {sum(r['passed'] for r in m['artifacts'])} / {len(m['artifacts'])} "
                    f"| {m['export_verify_seconds']:.0f} s |")
+    out += ["", "## int8, every model x format", "",
+            "| model | format | agreement | Δacc pts | size vs fp32 | int8 MACs | recipe | verdict |",
+            "|---|---|---:|---:|---:|---:|---|---|"]
+    for m in report["models"]:
+        for r in (r for r in m["artifacts"] if r.get("quant") == "int8"):
+            cells = verify_row(r)
+            out.append(f"| {m['model']} | {r['format']} | {cells[3]} | {cells[5]} | {cells[2]} | {cells[8]} | "
+                       f"{_recipe(r)} | {cells[9]} |")
     for m in report["models"]:
         out += ["", f"## {m['model']}", "", markdown_table(VERIFY_HEADERS, [verify_row(r) for r in m["artifacts"]]), ""]
         out += verify_details(m["artifacts"])
+        if m.get("drift_markdown"):
+            out += ["", m["drift_markdown"]]
     return "\n".join(out) + "\n"
+
+
+def _recipe(row: dict) -> str:
+    recipe = row.get("recipe") or {}
+    chosen = (recipe.get("selection") or {}).get("chosen")
+    if (recipe.get("while_loop") or {}).get("cell"):
+        return f"WHILE kept; {chosen}"
+    return chosen or recipe.get("format") or recipe.get("weights") or "-"
 
 
 if __name__ == "__main__":

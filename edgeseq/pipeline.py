@@ -169,6 +169,8 @@ def _report(name, run_dir, evaluation, verification, benched, verdict, seconds, 
         _links(run_dir, ("curves.png", "confusion.png", "wrong.png"), "the original's training and errors"),
         _links(run_dir, ("bundle/verify.md",), "parity in detail, with what each artifact left unquantized"),
         _links(run_dir, ("bench/bench.md", "bench/latency.png"), "latency, cold start and memory"),
+        _links(run_dir, ("bundle/drift-tflite-int8.md", "bundle/drift-tflite-int8.png"),
+               "how far the int8 hidden state drifts from float over the time steps"),
         "- `bundle/`: what to copy to the device (`edgeseq verify bundle` and `edgeseq bench bundle` run there without TensorFlow)",
         "", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in seconds.items()), "",
     ]

@@ -101,3 +101,16 @@ def accuracy_vs_latency(names: list[str], p50_us: list[float], accuracy: list[fl
     ax.grid(alpha=0.3)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def step_series(series: dict[str, tuple[list, list]], path: Path, title: str, xlabel: str, ylabel: str) -> Path:
+    """One line per named (x, y) series."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", markersize=3, label=name)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
+    return _save(fig, path)

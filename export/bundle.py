@@ -20,7 +20,7 @@ import numpy as np
 from edgeseq import __version__, atomic
 from edgeseq import bundle as bundles
 from edgeseq.data import Split, adapt_images, load_split, locate, sha256_file
-from edgeseq.errors import DataError, ModelError
+from edgeseq.errors import DataError, MissingDependencyError, ModelError
 from edgeseq.fingerprint import package_versions
 from edgeseq.formats import EXTENSIONS, Format, Quant, artifact_id
 from edgeseq.runtimes import open_runner
@@ -55,7 +55,7 @@ def _worker_convert(context, job: Job) -> dict:
     if job.fmt is Format.tflite:
         from edgeseq.export import tflite
 
-        return tflite.convert(model, Path(job.path), job.quant, calibration)
+        return tflite.convert(model, Path(job.path), job.quant, calibration, selection=selection)
     from edgeseq.export import onnx
 
     fp32 = Path(job.onnx_fp32) if job.onnx_fp32 and Path(job.onnx_fp32).is_file() else None
@@ -106,6 +106,17 @@ def _quant_notes(entry: dict) -> list[str]:
     fallback = (entry.get("recipe") or {}).get("dynamic_fallback")
     if fallback:
         notes.append(f"static QDQ could not reach {', '.join(fallback)}: dynamic int8 kernels used instead")
+    recipe = entry.get("recipe") or {}
+    loops = recipe.get("while_loop")
+    if loops:
+        notes.append(f"int8 recipe: {loops['cell']}, {recipe.get('weights')}, WHILE loop kept (weights stored once), "
+                     f"{loops['int8_loop_variables']} loop variables carried in int8, "
+                     f"{loops['saturating_ranges_clamped']} tanh/sigmoid input ranges clamped at saturation")
+    chosen = recipe.get("selection")
+    if chosen:
+        others = ", ".join(f"{name} {score:.1%}" for name, score in chosen["agreement"].items() if name != chosen["chosen"])
+        notes.append(f"chosen on {chosen['images']} held-out training images: {chosen['chosen']} "
+                     f"({chosen['agreement'][chosen['chosen']]:.1%} agreement; others: {others})")
     return notes
 
 
@@ -199,6 +210,7 @@ def export_bundle(
         entry["coverage"] = _coverage(path, job.fmt, time_steps)
         entry["notes"] = _quant_notes(entry)
         artifacts.append(entry)
+    _add_step_drift(artifacts, bundle_dir, adapt_images(test_split.images[:DRIFT_IMAGES], info.input_shape))
 
     card = info.card or {}
     manifest = {
@@ -225,6 +237,35 @@ def export_bundle(
     }
     atomic.write_json(bundle_dir / bundles.MANIFEST, manifest)
     return ExportResult(bundle_dir, manifest, [a for a in artifacts if a["status"] != "ok"])
+
+
+DRIFT_IMAGES = 200
+
+
+def _add_step_drift(artifacts: list[dict], bundle_dir: Path, images: np.ndarray) -> None:
+    """Per-time-step hidden-state drift of a recurrent TFLite int8 artifact from the fp32 one (files + summary)."""
+    from edgeseq.export import drift
+
+    by_id = {a["id"]: a for a in artifacts if a["status"] == "ok"}
+    int8, fp32 = by_id.get("tflite-int8"), by_id.get("tflite-fp32")
+    if not int8 or not fp32:
+        return
+    try:
+        found = drift.step_drift(bundle_dir / int8["file"], bundle_dir / fp32["file"], images)
+    except Exception as exc:  # noqa: BLE001 - a report, not the artifact: say so and go on
+        int8["notes"].append(f"per-step drift not measured: {type(exc).__name__}: {exc}")
+        return
+    if found is None:
+        return
+    atomic.write_json(bundle_dir / "drift-tflite-int8.json", found)
+    atomic.write_text(bundle_dir / "drift-tflite-int8.md", drift.markdown(found))
+    files = ["drift-tflite-int8.json", "drift-tflite-int8.md"]
+    try:
+        drift.plot(found, bundle_dir / "drift-tflite-int8.png", f"{bundle_dir.parent.name}: int8 hidden-state drift")
+        files.append("drift-tflite-int8.png")
+    except MissingDependencyError:
+        pass
+    int8["drift"] = {**drift.summary(found), "files": files}
 
 
 def _default_preprocessing() -> dict:

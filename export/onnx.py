@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseq.atomic import atomic_path
+from edgeseq.export import selection as select
 from edgeseq.formats import Quant
 from edgeseq.lazy import require
 
@@ -32,9 +33,7 @@ def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None 
     quant = Quant(quant)
     if quant is Quant.fp32:
         return convert_fp32(model, out_path)
-    reference = None
-    if selection is not None and len(selection) and quant is Quant.int8:
-        reference = (selection, np.asarray(model(selection, training=False)))
+    reference = select.reference(model, selection) if quant is Quant.int8 else None
     with tempfile.TemporaryDirectory() as scratch:
         if fp32_path is None:
             fp32_path = Path(scratch) / "fp32.onnx"
@@ -49,9 +48,62 @@ def convert_fp32(model, out_path: Path) -> dict:
     function = tf.function(lambda x: model(x, training=False))
     spec = [tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET)
+    slim(proto)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
-    return {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": OPSET, "batch": "dynamic"}
+    return {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": OPSET, "batch": "dynamic", **SLIM_NOTE}
+
+
+SLIM_NOTE = {"names": "short tensor and node names, no value_info (same graph, smaller file)"}
+
+
+def _graphs(graph):
+    """``graph`` and every subgraph (Loop/If bodies) inside it, depth first."""
+    onnx = require("onnx")
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attr.g)
+            for sub in attr.graphs:
+                yield from _graphs(sub)
+
+
+def slim(model) -> None:
+    """Shorten every internal tensor and node name and drop value_info, in place.
+
+    tf2onnx names carry the whole Keras scope (``rnn_1/simplernn_1/while/...``, 40-90 characters each),
+    and in a small int8 model those names weigh a third of the file. Renaming is consistent across Loop
+    bodies (which read outer-scope names); the model's input and output names stay.
+    """
+    keep = {v.name for v in model.graph.input} | {v.name for v in model.graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    nodes = 0
+    for graph in _graphs(model.graph):
+        del graph.value_info[:]
+        graph.doc_string = ""
+        for tensor in graph.initializer:
+            tensor.name = short(tensor.name)
+        for value in list(graph.input) + list(graph.output):
+            value.name = short(value.name)
+        for node in graph.node:
+            node.name, node.doc_string, nodes = f"n{nodes}", "", nodes + 1
+            node.input[:] = [short(x) for x in node.input]
+            node.output[:] = [short(x) for x in node.output]
+
+
+def _slim_file(path: Path) -> None:
+    onnx = require("onnx")
+    model = onnx.load(str(path))
+    slim(model)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(model.SerializeToString())
 
 
 class _Calibration:
@@ -64,18 +116,16 @@ class _Calibration:
         return next(self._items, None)
 
 
-def _agreement(path: Path, reference) -> float:
-    """Top-1 (exact-sequence) agreement of an ONNX candidate with the Keras outputs, at batch 1."""
-    from edgeseq.runtimes import open_runner
-
-    images, expected = reference
-    outputs = open_runner(path, threads=1).run(images, batch=1).reshape(expected.shape)
-    same = outputs.argmax(axis=-1) == expected.argmax(axis=-1)
-    return float(same.reshape(len(same), -1).all(axis=1).mean())
-
-
 def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
            reference: tuple | None = None) -> dict:
+    """Write the ``quant`` artifact made from ``fp32_path``; returns its recipe."""
+    recipe = _derive(fp32_path, out_path, quant, calibration, reference)
+    _slim_file(out_path)
+    return {**recipe, **SLIM_NOTE}
+
+
+def _derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
+            reference: tuple | None = None) -> dict:
     onnx = require("onnx")
     ort = require("onnxruntime")
     quantization = require("onnxruntime.quantization")
@@ -125,18 +175,14 @@ def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarra
                                           op_types_to_quantize=list(DYNAMIC_ONLY_OPS) + (["MatMul"] if hoisted else []))
         else:
             candidates["static QDQ"].write_bytes(static.read_bytes())
-        scores = {}
         if reference is not None:  # the other candidate: every MAC op on dynamic integer kernels
             candidates["dynamic integer"] = Path(scratch) / "candidate-dynamic.onnx"
             dynamic_head, dynamic_share = output_head(source, time_steps)  # node names of the graph it starts from
             quantization.quantize_dynamic(str(source), str(candidates["dynamic integer"]), weight_type=weights,
                                           nodes_to_exclude=dynamic_head, extra_options={"EnableSubgraph": bool(hoisted)})
-            scores = {name: round(_agreement(path, reference), 4) for name, path in candidates.items()}
-        chosen = max(scores, key=lambda n: (scores[n], n == "static QDQ")) if scores else "static QDQ"
+        chosen, selection = select.choose(candidates, reference, preferred="static QDQ")
         with atomic_path(out_path) as tmp:
             tmp.write_bytes(candidates[chosen].read_bytes())
-    selection = {"selection": {"images": len(reference[0]), "source": "held-out training images (not calibration, "
-                               "not test)", "agreement": scores, "chosen": chosen}} if scores else {}
     if chosen == "dynamic integer":
         return {**recipe, "tool": f"onnxruntime.quantization.quantize_dynamic {ort.__version__}",
                 "weights": f"{'int8' if weights == quantization.QuantType.QInt8 else 'uint8'} per-tensor",

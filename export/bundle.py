@@ -103,10 +103,10 @@ def _quant_notes(entry: dict) -> list[str]:
         float_ops = sorted(set((cov.get("ops") or {}).get("float", {})) - set(float_macs))
         if float_ops:
             notes.append("float elementwise/other ops: " + ", ".join(float_ops))
-    fallback = (entry.get("recipe") or {}).get("dynamic_fallback")
+    recipe = entry.get("recipe") or {}
+    fallback = recipe.get("dynamic_fallback")
     if fallback:
         notes.append(f"static QDQ could not reach {', '.join(fallback)}: dynamic int8 kernels used instead")
-    recipe = entry.get("recipe") or {}
     loops = recipe.get("while_loop")
     if loops:
         notes.append(f"int8 recipe: {loops['cell']}, {recipe.get('weights')}, WHILE loop kept (weights stored once), "

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from edgeseq.export import tflite_graph as graph
 
 INT32 = 2
@@ -26,13 +25,18 @@ def _state_variables(model, op) -> list[int]:
             and len(outer.tensors[int(t)].shape) == 2 and outer.tensors[int(t)].type != INT32]
 
 
+def _first_loop(model):
+    """The first WHILE op of the main graph, or None."""
+    return next((op for g, op in graph.while_ops(model) if g == 0), None)
+
+
 def trip_count(flatbuffer: bytes) -> int | None:
     """The constant trip count of the model's first WHILE loop, or None when it is not a constant."""
     model = graph.load(flatbuffer)
-    loops = [op for g, op in graph.while_ops(model) if g == 0]
-    if not loops:
+    op = _first_loop(model)
+    if op is None:
         return None
-    limits = _limits(model, loops[0])
+    limits = _limits(model, op)
     return int(np.frombuffer(bytes(model.buffers[limits[0]].data), np.int32)[0]) if limits else None
 
 
@@ -54,10 +58,9 @@ def _limits(model, op) -> list[int]:
 def probe(flatbuffer: bytes, steps: int) -> tuple[bytes, list[int]] | None:
     """A copy that stops its first loop after ``steps`` trips and outputs the loop's state variables."""
     model = graph.load(flatbuffer)
-    loops = [op for g, op in graph.while_ops(model) if g == 0]
-    if not loops:
+    op = _first_loop(model)
+    if op is None:
         return None
-    op = loops[0]
     limits, states = _limits(model, op), _state_variables(model, op)
     if not limits or not states:
         return None
@@ -109,7 +112,7 @@ def step_drift(int8_path: Path, fp32_path: Path, images: np.ndarray) -> dict | N
             diff = np.abs(hq - hf)
             rows.append({"step": t, "state": index, "mean_abs": float(diff.mean()), "max_abs": float(diff.max()),
                          "relative": float(diff.mean() / max(np.abs(hf).mean(), 1e-12))})
-    return {"images": int(len(images)), "steps": steps, "states": 1 + max(r["state"] for r in rows), "rows": rows}
+    return {"images": len(images), "steps": steps, "states": 1 + max(r["state"] for r in rows), "rows": rows}
 
 
 def markdown(drift: dict, every: int = 4) -> str:
@@ -126,11 +129,11 @@ def markdown(drift: dict, every: int = 4) -> str:
 def plot(drift: dict, path: Path, title: str) -> Path:
     from edgeseq import plots
 
-    series = {}
+    series: dict[str, tuple[list, list]] = {}
     for r in drift["rows"]:
-        series.setdefault(f"state {r['state']}", ([], []))
-        series[f"state {r['state']}"][0].append(r["step"])
-        series[f"state {r['state']}"][1].append(r["mean_abs"])
+        steps, errors = series.setdefault(f"state {r['state']}", ([], []))
+        steps.append(r["step"])
+        errors.append(r["mean_abs"])
     return plots.step_series(series, path, title, "time step", "mean |h_int8 - h_fp32|")
 
 

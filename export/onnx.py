@@ -98,11 +98,11 @@ def slim(model) -> None:
             node.output[:] = [short(x) for x in node.output]
 
 
-def _slim_file(path: Path) -> None:
+def _write_slim(source: Path, out_path: Path) -> None:
     onnx = require("onnx")
-    model = onnx.load(str(path))
+    model = onnx.load(str(source))
     slim(model)
-    with atomic_path(path) as tmp:
+    with atomic_path(out_path) as tmp:
         tmp.write_bytes(model.SerializeToString())
 
 
@@ -119,8 +119,10 @@ class _Calibration:
 def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
            reference: tuple | None = None) -> dict:
     """Write the ``quant`` artifact made from ``fp32_path``; returns its recipe."""
-    recipe = _derive(fp32_path, out_path, quant, calibration, reference)
-    _slim_file(out_path)
+    with tempfile.TemporaryDirectory() as scratch:
+        made = Path(scratch) / Path(out_path).name
+        recipe = _derive(fp32_path, made, quant, calibration, reference)
+        _write_slim(made, out_path)
     return {**recipe, **SLIM_NOTE}
 
 

@@ -6,16 +6,17 @@ batch (``TensorListReserve ... element_shape to be static``), and batch 1 is wha
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import tempfile
 from pathlib import Path
 
 import numpy as np
-
-from edgeseq.atomic import atomic_path
 from edgeseq.export import rewrite
 from edgeseq.export import selection as select
 from edgeseq.export import tflite_graph as graph
+
+from edgeseq.atomic import atomic_path
 from edgeseq.formats import Quant
 from edgeseq.lazy import require
 
@@ -30,18 +31,21 @@ def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None 
     tf = require("tensorflow")
     quant = Quant(quant)
     recipe = {"converter": f"tf.lite.TFLiteConverter.from_saved_model {tf.__version__}", "batch": batch}
-    loops = None
-    if quant is Quant.int8:  # recurrent layers become WHILE loops, which the converter's int8 path crashes on
-        loops = _flatbuffer(tf, model, Quant.fp32, None, batch, {})
-    if loops is not None and graph.has_while(loops):
-        graphs = {"keras cells": loops}
-        fused, rewritten = rewrite.concat_simple_rnn(model)
-        if rewritten:
-            graphs["concatenated SimpleRNN cell"] = _flatbuffer(tf, fused, Quant.fp32, None, batch, {})
-        flatbuffer = _int8_loops(tf, graphs, _samples(calibration, _input_shape(model)), batch, recipe,
-                                 select.reference(model, selection))
-    else:
-        flatbuffer = _flatbuffer(tf, model, quant, calibration, batch, recipe)
+    input_shape = _input_shape(model)
+    with _saved_model(tf, model, batch) as saved:
+        # recurrent layers become WHILE loops, which the converter's int8 path crashes on: look first
+        fp32 = _convert(tf, saved, Quant.fp32, None, input_shape, batch, {}) if quant is Quant.int8 else None
+        if fp32 is not None and graph.has_while(fp32):
+            graphs = {"keras cells": fp32}
+            fused, rewritten = rewrite.concat_simple_rnn(model)
+            if rewritten:
+                with _saved_model(tf, fused, batch) as fused_saved:
+                    graphs["concatenated SimpleRNN cell"] = _convert(tf, fused_saved, Quant.fp32, None, input_shape,
+                                                                     batch, {})
+            flatbuffer = _int8_loops(tf, graphs, _samples(calibration, input_shape), batch, recipe,
+                                     select.reference(model, selection))
+        else:
+            flatbuffer = _convert(tf, saved, quant, calibration, input_shape, batch, recipe)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(flatbuffer)
     return recipe
@@ -51,8 +55,9 @@ def _input_shape(model) -> tuple:
     return tuple(int(d) for d in model.inputs[0].shape[1:])
 
 
-def _flatbuffer(tf, model, quant: Quant, calibration, batch: int, recipe: dict) -> bytes:
-    """The converter's output for ``model`` at a fixed ``batch``."""
+@contextlib.contextmanager
+def _saved_model(tf, model, batch: int):
+    """A SavedModel directory of ``model`` at a fixed ``batch`` (image input named "image"), removed after."""
     input_shape = _input_shape(model)
     with tempfile.TemporaryDirectory() as saved_model:
         # Keras 3 weights are resource variables: a bare concrete function keeps them as READ_VARIABLE
@@ -62,8 +67,13 @@ def _flatbuffer(tf, model, quant: Quant, calibration, batch: int, recipe: dict) 
         archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
                              input_signature=[tf.TensorSpec([batch, *input_shape], tf.float32, name="image")])
         archive.write_out(saved_model, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        return _configured(tf, converter, quant, calibration, input_shape, batch, recipe).convert()
+        yield saved_model
+
+
+def _convert(tf, saved_model: str, quant: Quant, calibration, input_shape: tuple, batch: int, recipe: dict) -> bytes:
+    """The converter's output for a SavedModel from :func:`_saved_model` (a fresh converter each call)."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    return _configured(tf, converter, quant, calibration, input_shape, batch, recipe).convert()
 
 
 def _configured(tf, converter, quant: Quant, calibration, input_shape: tuple, batch: int, recipe: dict):
@@ -143,10 +153,10 @@ def _int8_loops(tf, graphs: dict[str, bytes], samples: np.ndarray, batch: int, r
     recipe.update(
         weights=note["weights"], activations="int8 per-tensor", io="int8", calibration_images=len(samples),
         while_loop={"kept": "WHILE: cell weights stored once, run once per time step",
-               "cell": note["graph"],
-               "calibration": "converter calibrator; loop variables passed through unchanged rerouted "
-                              f"(tensorflow#75140): {note['passthrough_rerouted']}",
-               "saturating_ranges_clamped": note["saturating_ranges_clamped"],
-               "int8_loop_variables": note["int8_loop_variables"]},
+                    "cell": note["graph"],
+                    "calibration": "converter calibrator; loop variables passed through unchanged rerouted "
+                                   f"(tensorflow#75140): {note['passthrough_rerouted']}",
+                    "saturating_ranges_clamped": note["saturating_ranges_clamped"],
+                    "int8_loop_variables": note["int8_loop_variables"]},
         **selection)
     return built[chosen]

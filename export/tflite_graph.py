@@ -20,6 +20,7 @@ model or a count; :func:`load` / :func:`dump` convert from and to bytes.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import numpy as np
@@ -51,11 +52,14 @@ def dump(model) -> bytes:
     return bytes(builder.Output())
 
 
+@functools.lru_cache(maxsize=1)
+def _op_names() -> dict[int, str]:
+    return {v: k for k, v in vars(schema().BuiltinOperator).items() if not k.startswith("_")}
+
+
 def op_name(model, op) -> str:
-    s = schema()
-    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
     code = model.operatorCodes[op.opcodeIndex]
-    return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+    return _op_names().get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
 
 
 def while_ops(model) -> list[tuple[int, object]]:
@@ -139,9 +143,9 @@ def clamp_saturating_ranges(model) -> int:
                 continue
             users = _consumers(subgraph, index)
             kinds = {op_name(model, op) for op in users}
-            if len(kinds) != 1 or kinds.pop() not in SATURATION or _producer(subgraph, index) is None:
+            if len(kinds) != 1 or not kinds <= set(SATURATION) or _producer(subgraph, index) is None:
                 continue
-            limit = SATURATION[op_name(model, users[0])]
+            limit = SATURATION[kinds.pop()]
             lo, hi = float(q.min[0]), float(q.max[0])
             if lo < -limit or hi > limit:
                 q.min = np.array([max(lo, -limit)], np.float32)

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python benchmarks/export_matrix.py " + shlex.join(sys.argv[1:] if argv is None else argv)
 
-    from edgeseq.export.bundle import export_bundle
+    from edgeseq.export.bundle import drift_stem, export_bundle
     from edgeseq.verify import verify
 
     source = locate(args.data_dir)
@@ -51,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = {"model": name, "export_seconds": round(exported, 1), "export_verify_seconds": round(total, 1),
                         "passed": report["passed"], "evaluated_on": report["evaluated_on"],
                         "artifacts": report["artifacts"], "command": command, "created": report["created"]}
-        drift_md = result.bundle_dir / "drift-tflite-int8.md"
-        if drift_md.is_file():
-            models[name]["drift_markdown"] = drift_md.read_text()
+        models[name]["drift_markdown"] = [path.read_text() for fmt in Format
+                                          if (path := result.bundle_dir / f"{drift_stem(fmt)}.md").is_file()]
         passed = sum(r["passed"] for r in report["artifacts"])
         print(f"{name:8s} {passed}/{len(report['artifacts'])} pass, export+verify {total:.0f} s", flush=True)
         for row in report["artifacts"]:
@@ -97,8 +96,8 @@ def markdown(report: dict) -> str:
     for m in report["models"]:
         out += ["", f"## {m['model']}", "", markdown_table(VERIFY_HEADERS, [verify_row(r) for r in m["artifacts"]]), ""]
         out += verify_details(m["artifacts"])
-        if m.get("drift_markdown"):
-            out += ["", m["drift_markdown"]]
+        for drift_md in m.get("drift_markdown") or []:
+            out += ["", drift_md]
     return "\n".join(out) + "\n"
 
 

@@ -243,29 +243,36 @@ DRIFT_IMAGES = 200
 
 
 def _add_step_drift(artifacts: list[dict], bundle_dir: Path, images: np.ndarray) -> None:
-    """Per-time-step hidden-state drift of a recurrent TFLite int8 artifact from the fp32 one (files + summary)."""
+    """Per-time-step hidden-state drift of each recurrent int8 artifact from its format's fp32 one (files + summary)."""
     from edgeseq.export import drift
 
     by_id = {a["id"]: a for a in artifacts if a["status"] == "ok"}
-    int8, fp32 = by_id.get("tflite-int8"), by_id.get("tflite-fp32")
-    if not int8 or not fp32:
-        return
-    try:
-        found = drift.step_drift(bundle_dir / int8["file"], bundle_dir / fp32["file"], images)
-    except Exception as exc:  # noqa: BLE001 - a report, not the artifact: say so and go on
-        int8["notes"].append(f"per-step drift not measured: {type(exc).__name__}: {exc}")
-        return
-    if found is None:
-        return
-    atomic.write_json(bundle_dir / "drift-tflite-int8.json", found)
-    atomic.write_text(bundle_dir / "drift-tflite-int8.md", drift.markdown(found))
-    files = ["drift-tflite-int8.json", "drift-tflite-int8.md"]
-    try:
-        drift.plot(found, bundle_dir / "drift-tflite-int8.png", f"{bundle_dir.parent.name}: int8 hidden-state drift")
-        files.append("drift-tflite-int8.png")
-    except MissingDependencyError:
-        pass
-    int8["drift"] = {**drift.summary(found), "files": files}
+    for fmt in Format:
+        int8, fp32 = by_id.get(f"{fmt.value}-int8"), by_id.get(f"{fmt.value}-fp32")
+        if not int8 or not fp32:
+            continue
+        try:
+            found = drift.step_drift(bundle_dir / int8["file"], bundle_dir / fp32["file"], images)
+        except Exception as exc:  # noqa: BLE001 - a report, not the artifact: say so and go on
+            int8["notes"].append(f"per-step drift not measured: {type(exc).__name__}: {exc}")
+            continue
+        if found is None:
+            continue
+        stem = drift_stem(fmt)
+        atomic.write_json(bundle_dir / f"{stem}.json", found)
+        atomic.write_text(bundle_dir / f"{stem}.md", drift.markdown(found, fmt.value))
+        files = [f"{stem}.json", f"{stem}.md"]
+        try:
+            drift.plot(found, bundle_dir / f"{stem}.png", f"{bundle_dir.parent.name}: {fmt.value} int8 hidden-state drift")
+            files.append(f"{stem}.png")
+        except MissingDependencyError:
+            pass
+        int8["drift"] = {**drift.summary(found), "files": files}
+
+
+def drift_stem(fmt: Format) -> str:
+    """Bundle file name (no suffix) of a format's per-step drift report."""
+    return f"drift-{fmt.value}-int8"
 
 
 def _default_preprocessing() -> dict:

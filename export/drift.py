@@ -1,11 +1,15 @@
-"""Per-time-step drift of a recurrent int8 TFLite artifact's hidden state from its float twin.
+"""Per-time-step drift of a recurrent int8 artifact's hidden state from its float twin (TFLite and ONNX).
 
 A recurrent artifact exposes only its final output. To see the state after step t, a probe copy of each
-artifact (the int8 one and the fp32 one, which verify has shown equal to Keras) has its loop's trip
-count set to t and the loop's state variables made the model's outputs; both probes run on the same
-images and the int8 state, dequantized, is compared with the float state, step by step. This is how a
-user sees *why* a recurrent model quantizes badly: error that grows with t is drift through the loop;
-error that is flat is rounding at the input or the head.
+artifact (the int8 one and the fp32 one, which verify has shown equal to Keras) stops its loop after t
+steps and outputs the loop's state variables: in TFLite the WHILE condition's trip-count constant is set to
+t; in ONNX a ``Loop``'s trip count M is set to t, and an ``LSTM``/``GRU``/``RNN`` op (or ORT's
+``DynamicQuantizeLSTM``) is given ``sequence_lens = [t]``, which makes its ``Y_h``/``Y_c`` the state after
+step t. Both probes run on the same images, one at a time (batch 1, as deployed: ORT's dynamic int8
+quantizes each call's activations with that call's range), and the int8 state, dequantized, is compared
+with the float state, step by step. This is how a user sees *why* a recurrent model quantizes badly: error
+that grows with t is drift through the loop; error that is flat is rounding at the input or the head. A model with several loops (a Bidirectional layer
+has two) is probed at the first one in graph order, which may be the backward direction.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def _limits(model, op) -> list[int]:
     return sorted(set(found))
 
 
-def probe(flatbuffer: bytes, steps: int) -> tuple[bytes, list[int]] | None:
+def probe(flatbuffer: bytes, steps: int) -> bytes | None:
     """A copy that stops its first loop after ``steps`` trips and outputs the loop's state variables."""
     model = graph.load(flatbuffer)
     op = _first_loop(model)
@@ -68,7 +72,7 @@ def probe(flatbuffer: bytes, steps: int) -> tuple[bytes, list[int]] | None:
         model.buffers[buffer].data = np.frombuffer(np.int32(steps).tobytes(), np.uint8).copy()
     model.subgraphs[0].outputs = [int(op.outputs[k]) for k in states]
     model.signatureDefs = []
-    return graph.dump(model), states
+    return graph.dump(model)
 
 
 def _states(flatbuffer: bytes, images: np.ndarray) -> list[np.ndarray]:
@@ -92,37 +96,136 @@ def _states(flatbuffer: bytes, images: np.ndarray) -> list[np.ndarray]:
     return [np.stack(s) for s in collected]
 
 
+# ONNX: the first Loop or recurrent op of the main graph
+_ONNX_RECURRENT = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
+_ONNX_FLOAT = 1
+
+
+def _onnx_first_loop(model):
+    return next((n for n in model.graph.node if n.op_type == "Loop" or n.op_type in _ONNX_RECURRENT), None)
+
+
+def _onnx_constant(model, name: str) -> int | None:
+    from onnx import numpy_helper
+
+    found = next((i for i in model.graph.initializer if i.name == name), None)
+    value = None if found is None else numpy_helper.to_array(found)
+    return int(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
+def onnx_trip_count(data: bytes) -> int | None:
+    """A Loop's constant trip count M, or the sequence length of a recurrent op's input (by shape inference)."""
+    import onnx
+
+    model = onnx.load_from_string(data)
+    node = _onnx_first_loop(model)
+    if node is None:
+        return None
+    if node.op_type == "Loop":
+        return _onnx_constant(model, node.input[0]) if node.input and node.input[0] else None
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    for info in list(inferred.value_info) + list(inferred.input):
+        if info.name == node.input[0]:
+            dims = info.type.tensor_type.shape.dim
+            return int(dims[0].dim_value) if dims and dims[0].dim_value > 0 else None
+    return None
+
+
+def onnx_probe(data: bytes, steps: int) -> bytes | None:
+    """A copy whose first loop stops after ``steps`` steps, with the loop's state variables as its outputs.
+
+    Loop: M set to ``steps``; outputs are the loop-carried float values of rank 2 with a free first (batch)
+    dimension (constants the converter carries through the loop have fixed shapes). Recurrent op:
+    ``sequence_lens = [steps]`` (batch 1); outputs ``Y_h`` and, for an LSTM, ``Y_c``.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(data)
+    node = _onnx_first_loop(model)
+    if node is None:
+        return None
+    outputs = []
+    if node.op_type == "Loop":
+        model.graph.initializer.append(numpy_helper.from_array(np.array(steps, np.int64), "edgeseq_probe_trips"))
+        node.input[0] = "edgeseq_probe_trips"
+        body = next(a.g for a in node.attribute if a.name == "body")
+        for k, carried in enumerate(body.input[2:]):
+            kind = carried.type.tensor_type
+            if kind.elem_type == _ONNX_FLOAT and len(kind.shape.dim) == 2 and not kind.shape.dim[0].dim_value:
+                outputs.append(node.output[k])
+    else:
+        model.graph.initializer.append(numpy_helper.from_array(np.array([steps], np.int32), "edgeseq_probe_lens"))
+        node.input.extend([""] * max(0, 5 - len(node.input)))
+        node.input[4] = "edgeseq_probe_lens"
+        node.output.extend([""] * max(0, 3 - len(node.output)))
+        for k in (1, 2) if node.op_type in ("LSTM", "DynamicQuantizeLSTM") else (1,):
+            node.output[k] = node.output[k] or f"edgeseq_probe_state_{k}"
+            outputs.append(node.output[k])
+    if not outputs:
+        return None
+    del model.graph.output[:]
+    model.graph.output.extend(helper.make_tensor_value_info(name, _ONNX_FLOAT, None) for name in outputs)
+    return model.SerializeToString()
+
+
+def _onnx_states(data: bytes, images: np.ndarray) -> list[np.ndarray]:
+    """Run an ONNX probe over ``images``, one at a time on one thread: one array per state, (N, units)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 1, 1, 3
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    source = session.get_inputs()[0]
+    shape = [1, *source.shape[1:]]
+    collected = [[] for _ in session.get_outputs()]
+    for image in images:
+        for store, value in zip(collected, session.run(None, {source.name: image.reshape(shape).astype(np.float32)})):
+            store.append(value.reshape(-1))
+    return [np.stack(s) for s in collected]
+
+
+_PROBES = {".tflite": (trip_count, probe, _states), ".onnx": (onnx_trip_count, onnx_probe, _onnx_states)}
+
+
 def step_drift(int8_path: Path, fp32_path: Path, images: np.ndarray) -> dict | None:
     """Per step t = 1..T: mean and max |h_int8 - h_float| of every state variable, and the relative error.
 
-    None when the artifacts have no loop with a constant trip count (nothing recurrent to report).
+    The artifacts are TFLite or ONNX (by suffix). None when they have no loop with a known trip count
+    (nothing recurrent to report) or their loops do not match.
     """
+    count, make_probe, run = _PROBES[Path(int8_path).suffix]
     int8, fp32 = Path(int8_path).read_bytes(), Path(fp32_path).read_bytes()
-    steps = trip_count(fp32)
-    if not steps or trip_count(int8) != steps:
+    steps = count(fp32)
+    if not steps or count(int8) != steps:
         return None
     rows = []
     for t in range(1, steps + 1):
-        q, f = probe(int8, t), probe(fp32, t)
-        if q is None or f is None or len(q[1]) != len(f[1]):
+        q, f = make_probe(int8, t), make_probe(fp32, t)
+        if q is None or f is None:
             return None
-        for index, (hq, hf) in enumerate(zip(_states(q[0], images), _states(f[0], images))):
+        quantized, reference = run(q, images), run(f, images)
+        if len(quantized) != len(reference):
+            return None
+        for index, (hq, hf) in enumerate(zip(quantized, reference)):
             if hq.shape != hf.shape:
                 return None
-            diff = np.abs(hq - hf)
+            diff, scale = np.abs(hq - hf), float(np.abs(hf).mean())
             rows.append({"step": t, "state": index, "mean_abs": float(diff.mean()), "max_abs": float(diff.max()),
-                         "relative": float(diff.mean() / max(np.abs(hf).mean(), 1e-12))})
+                         "relative": float(diff.mean() / max(scale, 1e-12)), "float_mean_abs": scale})
     return {"images": len(images), "steps": steps, "states": 1 + max(r["state"] for r in rows), "rows": rows}
 
 
-def markdown(drift: dict, every: int = 4) -> str:
+def markdown(drift: dict, fmt: str, every: int = 4) -> str:
     """A small table: every ``every``-th step and the last, per state variable."""
-    lines = [f"Hidden-state drift of the int8 artifact from fp32, per time step ({drift['images']} test images):",
-             "", "| step | state | mean abs err | max abs err | relative |", "|---:|---:|---:|---:|---:|"]
+    lines = [f"Hidden-state drift of the {fmt} int8 artifact from {fmt} fp32, per time step "
+             f"({drift['images']} test images):",
+             "", "| step | state | mean abs err | max abs err | relative | mean abs float state |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for r in drift["rows"]:
         if r["step"] % every == 0 or r["step"] in (1, drift["steps"]):
             lines.append(f"| {r['step']} | {r['state']} | {r['mean_abs']:.4f} | {r['max_abs']:.3f} | "
-                         f"{r['relative']:.1%} |")
+                         f"{r['relative']:.1%} | {r.get('float_mean_abs', float('nan')):.3f} |")
     return "\n".join(lines) + "\n"
 
 

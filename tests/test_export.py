@@ -215,7 +215,7 @@ def test_int8_runs_the_recurrent_cell_on_integer_kernels(layer, tmp_path, splits
     """Guard, both formats: an int8 artifact whose recurrent ops stay float, or that stores a cell's weights
     once per time step, must fail this test, whatever its accuracy."""
     from edgeseq.export.bundle import export_bundle
-    from edgeseq.export import tflite_graph
+    from edgeseq.export import drift, tflite_graph
 
     keras.utils.set_random_seed(3)
     model = keras.Sequential([keras.Input((28, 28)), _recurrent(layer), keras.layers.Dense(10, activation="softmax")])
@@ -248,12 +248,25 @@ def test_int8_runs_the_recurrent_cell_on_integer_kernels(layer, tmp_path, splits
     # stored once, one byte a weight (plus the int8 initial states); one copy per step would be ~28x
     assert int8_bytes <= model.count_params() + 64, (int8_bytes, model.count_params())
 
-    # the per-time-step drift report: one row per step and state, read back from the bundle
-    assert tfl["drift"]["steps"] == 28 and "drift-tflite-int8.md" in tfl["drift"]["files"]
-    drift_rows = json.loads((result.bundle_dir / "drift-tflite-int8.json").read_text())["rows"]
+    # the per-time-step drift report, both formats: one row per step and state, read back from the bundle
     states = {"LSTM": 2, "Bidirectional": 1}.get(layer, 1)
-    assert len(drift_rows) == 28 * states and {r["step"] for r in drift_rows} == set(range(1, 29))
-    assert all(0 <= r["mean_abs"] <= r["max_abs"] < np.inf and r["mean_abs"] < 0.5 for r in drift_rows), drift_rows
+    float_states = {}
+    for fmt in Format:
+        entry = entries[f"{fmt.value}-int8"]
+        assert entry["drift"]["steps"] == 28 and f"drift-{fmt.value}-int8.md" in entry["drift"]["files"], fmt
+        rows = json.loads((result.bundle_dir / f"drift-{fmt.value}-int8.json").read_text())["rows"]
+        assert len(rows) == 28 * states and {r["step"] for r in rows} == set(range(1, 29)), (fmt, len(rows))
+        assert all(0 <= r["mean_abs"] <= r["max_abs"] < np.inf and r["mean_abs"] < 0.5 for r in rows), (fmt, rows)
+        # the probe really stops at step t: the float state moves over the steps, and int8 rounding shows
+        assert len({round(r["float_mean_abs"], 6) for r in rows if r["state"] == 0}) > 10, (fmt, rows)
+        assert max(r["mean_abs"] for r in rows) > 0, (fmt, rows)
+        float_states[fmt] = [sorted(r["float_mean_abs"] for r in rows if r["step"] == t) for t in range(1, 29)]
+        fp32 = result.bundle_dir / entries[f"{fmt.value}-fp32"]["file"]
+        same = drift.step_drift(fp32, fp32, splits[1].images[:3])  # an artifact against itself: no drift at all
+        assert same["steps"] == 28 and all(r["max_abs"] == 0 for r in same["rows"]), fmt
+    # both formats' float probes see the same state after every step (both are the Keras model); a
+    # Bidirectional layer has two loops and each converter puts a different direction first
+    assert layer == "Bidirectional" or np.allclose(float_states[Format.tflite], float_states[Format.onnx], rtol=1e-3, atol=1e-5), float_states
 
     if layer == "Bidirectional":
         return

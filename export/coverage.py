@@ -57,11 +57,9 @@ def _tfl_macs(op_name: str, sg, op) -> int:
 def _tfl_trip_count(model, parent, while_op) -> int | None:
     """The iteration bound a WHILE's cond compares against (LESS(i, N)), when it is a constant."""
     cond = model.subgraphs[while_op.builtinOptions.condSubgraphIndex]
-    names = _builtin_names()
     bounds = []
     for op in cond.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if names[max(code.builtinCode, code.deprecatedBuiltinCode)] != "LESS":
+        if tflite_op_name(model, op) != "LESS":
             continue
         y = op.inputs[1]
         value = _const_int(model, cond, y)
@@ -91,46 +89,63 @@ def _builtin_names() -> dict:
     return _NAMES
 
 
-def tflite_coverage(path: str | Path) -> dict:
+def load_tflite(flatbuffer: bytes):
+    """The model's object tree (the LiteRT schema: no TensorFlow needed)."""
     schema = _schema()
-    buf = Path(path).read_bytes()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
-    names = _builtin_names()
-    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+
+
+def tflite_op_name(model, op) -> str:
+    code = model.operatorCodes[op.opcodeIndex]
+    return _builtin_names()[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+
+def tflite_ops(model, notes: list | None = None):
+    """(subgraph index, subgraph, op, op name, executions per inference) for every op a run executes, in order.
+
+    A WHILE is yielded, then its body's ops, weighted by the loop's trip count (its cond is not walked).
+    """
+    def walk(index: int, weight: int, seen: tuple):
+        sg = model.subgraphs[index]
+        for op in sg.operators:
+            name = tflite_op_name(model, op)
+            yield index, sg, op, name, weight
+            if name != "WHILE":
+                continue
+            trips = _tfl_trip_count(model, sg, op)
+            if trips is None:
+                trips = 1
+                if notes is not None:
+                    notes.append("a loop's trip count is not a constant: its ops counted once")
+            body = op.builtinOptions.bodySubgraphIndex
+            if body not in seen:
+                yield from walk(body, weight * trips, seen + (body,))
+
+    yield from walk(0, 1, (0,))
+
+
+def tflite_coverage(path: str | Path) -> dict:
+    model = load_tflite(Path(path).read_bytes())
+    type_names = {v: k for k, v in vars(_schema().TensorType).items() if not k.startswith("_")}
     totals = Counter()
     ops_by_kind = {"int8": Counter(), "dynamic": Counter(), "float": Counter()}
     float_mac_ops = Counter()
     notes = []
-
-    def walk(index: int, weight: int, seen: tuple):
-        sg = model.subgraphs[index]
-        for op in sg.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            name = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
-            if name == "WHILE":
-                trips = _tfl_trip_count(model, sg, op)
-                if trips is None:
-                    trips = 1
-                    notes.append("a loop's trip count is not a constant: its ops counted once")
-                body = op.builtinOptions.bodySubgraphIndex
-                if body not in seen:
-                    walk(body, weight * trips, seen + (body,))
-                continue
-            types = [type_names[sg.tensors[i].type] for i in list(op.inputs) + list(op.outputs) if i >= 0]
-            if name in _TFL_MAC_OPS:
-                act, wt = type_names[sg.tensors[op.inputs[0]].type], type_names[sg.tensors[op.inputs[1]].type]
-                kind = "int8" if act in _INT_TYPES and wt in _INT_TYPES else "dynamic" if wt in _INT_TYPES else "float"
-                macs = _tfl_macs(name, sg, op) * weight
-                totals[kind] += macs
-                if kind == "float":
-                    float_mac_ops[name] += weight
-            elif name in ("QUANTIZE", "DEQUANTIZE"):
-                kind = "float" if name == "DEQUANTIZE" and "FLOAT32" in types and index != 0 else "int8"
-            else:
-                kind = "float" if any(t in _FLOAT_TYPES for t in types) else "int8"
-            ops_by_kind[kind][name] += weight
-
-    walk(0, 1, (0,))
+    for index, sg, op, name, weight in tflite_ops(model, notes):
+        if name == "WHILE":
+            continue
+        types = [type_names[sg.tensors[i].type] for i in list(op.inputs) + list(op.outputs) if i >= 0]
+        if name in _TFL_MAC_OPS:
+            act, wt = type_names[sg.tensors[op.inputs[0]].type], type_names[sg.tensors[op.inputs[1]].type]
+            kind = "int8" if act in _INT_TYPES and wt in _INT_TYPES else "dynamic" if wt in _INT_TYPES else "float"
+            totals[kind] += _tfl_macs(name, sg, op) * weight
+            if kind == "float":
+                float_mac_ops[name] += weight
+        elif name in ("QUANTIZE", "DEQUANTIZE"):
+            kind = "float" if name == "DEQUANTIZE" and "FLOAT32" in types and index != 0 else "int8"
+        else:
+            kind = "float" if any(t in _FLOAT_TYPES for t in types) else "int8"
+        ops_by_kind[kind][name] += weight
     return _summary(totals, ops_by_kind, float_mac_ops, notes)
 
 

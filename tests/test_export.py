@@ -264,6 +264,15 @@ def test_int8_runs_the_recurrent_cell_on_integer_kernels(layer, tmp_path, splits
         fp32 = result.bundle_dir / entries[f"{fmt.value}-fp32"]["file"]
         same = drift.step_drift(fp32, fp32, splits[1].images[:3])  # an artifact against itself: no drift at all
         assert same["steps"] == 28 and all(r["max_abs"] == 0 for r in same["rows"]), fmt
+    # the op profile (perf matrix's measured "why") times every op, loop-body ops once per step
+    from edgeseq.export.op_profile import by_op, op_profile
+
+    profile = op_profile(result.bundle_dir / tfl["file"], runs=20)
+    body_ops = [r for r in profile["rows"] if r["in_loop"]]
+    assert body_ops and all(r["executions"] == 28 for r in body_ops), profile["rows"]
+    assert not [r for r in profile["rows"] if "error" in r], profile["rows"]
+    assert by_op(profile)["FULLY_CONNECTED@loop"] > 0 and profile["total_us"] > 0, profile
+
     # both formats' float probes see the same state after every step (both are the Keras model); a
     # Bidirectional layer has two loops and each converter puts a different direction first
     assert layer == "Bidirectional" or np.allclose(float_states[Format.tflite], float_states[Format.onnx], rtol=1e-3, atol=1e-5), float_states

@@ -63,13 +63,15 @@ def loop_node_launches(path: Path) -> tuple[int, int] | None:
     """(nodes in the first Loop's body, its constant trip count), or None without such a Loop."""
     import onnx
 
+    from edgeseq.export import coverage, drift
+
     model = onnx.load(str(path))
-    consts = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Loop" and node.input[0] in consts:
-            body = next(a.g for a in node.attribute if a.name == "body")
-            return len(body.node), int(consts[node.input[0]])
-    return None
+    node = drift.onnx_first_loop(model)
+    if node is None or node.op_type != "Loop":
+        return None
+    trips = coverage.onnx_loop_trips(node, {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer})
+    body = next(a.g for a in node.attribute if a.name == "body")
+    return (len(body.node), trips) if trips else None
 
 
 MAC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV")

@@ -23,7 +23,7 @@ _INT_TYPES = ("INT8", "UINT8", "INT16")
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16")
 
 
-def _schema():
+def tflite_schema():
     for module in ("ai_edge_litert.schema_py_generated", "tflite_runtime.schema_py_generated",
                    "tensorflow.lite.python.schema_py_generated"):
         try:
@@ -54,7 +54,7 @@ def _tfl_macs(op_name: str, sg, op) -> int:
     return 0
 
 
-def _tfl_trip_count(model, parent, while_op) -> int | None:
+def tflite_trip_count(model, parent, while_op) -> int | None:
     """The iteration bound a WHILE's cond compares against (LESS(i, N)), when it is a constant."""
     cond = model.subgraphs[while_op.builtinOptions.condSubgraphIndex]
     bounds = []
@@ -84,14 +84,14 @@ _NAMES: dict | None = None
 def _builtin_names() -> dict:
     global _NAMES
     if _NAMES is None:
-        ops = _schema().BuiltinOperator
+        ops = tflite_schema().BuiltinOperator
         _NAMES = {v: k for k, v in vars(ops).items() if not k.startswith("_")}
     return _NAMES
 
 
 def load_tflite(flatbuffer: bytes):
     """The model's object tree (the LiteRT schema: no TensorFlow needed)."""
-    schema = _schema()
+    schema = tflite_schema()
     return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
 
 
@@ -112,7 +112,7 @@ def tflite_ops(model, notes: list | None = None):
             yield index, sg, op, name, weight
             if name != "WHILE":
                 continue
-            trips = _tfl_trip_count(model, sg, op)
+            trips = tflite_trip_count(model, sg, op)
             if trips is None:
                 trips = 1
                 if notes is not None:
@@ -126,7 +126,7 @@ def tflite_ops(model, notes: list | None = None):
 
 def tflite_coverage(path: str | Path) -> dict:
     model = load_tflite(Path(path).read_bytes())
-    type_names = {v: k for k, v in vars(_schema().TensorType).items() if not k.startswith("_")}
+    type_names = {v: k for k, v in vars(tflite_schema().TensorType).items() if not k.startswith("_")}
     totals = Counter()
     ops_by_kind = {"int8": Counter(), "dynamic": Counter(), "float": Counter()}
     float_mac_ops = Counter()
@@ -182,6 +182,15 @@ def onnx_node_macs(path: str | Path, time_steps: int | None = None) -> dict[str,
     return _onnx_walk(path, time_steps)[4]
 
 
+def onnx_loop_trips(node, consts: dict) -> int | None:
+    """A Loop's constant trip count M (``consts``: name -> array), or None: absent, computed, or tf2onnx's
+    "run until cond" sentinel."""
+    if not node.input or node.input[0] not in consts:
+        return None
+    trips = int(np.asarray(consts[node.input[0]]).reshape(-1)[0])
+    return trips if trips <= 10**6 else None
+
+
 def _onnx_walk(path: str | Path, time_steps: int | None):
     onnx = require("onnx")
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
@@ -211,11 +220,7 @@ def _onnx_walk(path: str | Path, time_steps: int | None):
                     if attr.name == "value":
                         consts[node.output[0]] = onnx.numpy_helper.to_array(attr.t)
             if node.op_type in ("Loop", "Scan"):
-                trips = None
-                if node.op_type == "Loop" and node.input and node.input[0] in consts:
-                    trips = int(np.asarray(consts[node.input[0]]).reshape(-1)[0])
-                    if trips > 10**6:  # "run until cond": tf2onnx's sentinel
-                        trips = None
+                trips = onnx_loop_trips(node, consts) if node.op_type == "Loop" else None
                 if trips is None:
                     trips = time_steps or 1
                     notes.append(f"a {node.op_type}'s trip count is not a constant: taken as "

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from edgeseq.export import coverage
 from edgeseq.export import tflite_graph as graph
 
 INT32 = 2
@@ -38,10 +39,7 @@ def trip_count(flatbuffer: bytes) -> int | None:
     """The constant trip count of the model's first WHILE loop, or None when it is not a constant."""
     model = graph.load(flatbuffer)
     op = _first_loop(model)
-    if op is None:
-        return None
-    limits = _limits(model, op)
-    return int(np.frombuffer(bytes(model.buffers[limits[0]].data), np.int32)[0]) if limits else None
+    return None if op is None else coverage.tflite_trip_count(model, model.subgraphs[0], op)
 
 
 def _limits(model, op) -> list[int]:
@@ -101,16 +99,9 @@ _ONNX_RECURRENT = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
 _ONNX_FLOAT = 1
 
 
-def _onnx_first_loop(model):
+def onnx_first_loop(model):
+    """The first ``Loop`` or recurrent op of the main graph, or None."""
     return next((n for n in model.graph.node if n.op_type == "Loop" or n.op_type in _ONNX_RECURRENT), None)
-
-
-def _onnx_constant(model, name: str) -> int | None:
-    from onnx import numpy_helper
-
-    found = next((i for i in model.graph.initializer if i.name == name), None)
-    value = None if found is None else numpy_helper.to_array(found)
-    return int(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
 
 
 def onnx_trip_count(data: bytes) -> int | None:
@@ -118,11 +109,11 @@ def onnx_trip_count(data: bytes) -> int | None:
     import onnx
 
     model = onnx.load_from_string(data)
-    node = _onnx_first_loop(model)
+    node = onnx_first_loop(model)
     if node is None:
         return None
     if node.op_type == "Loop":
-        return _onnx_constant(model, node.input[0]) if node.input and node.input[0] else None
+        return coverage.onnx_loop_trips(node, {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer})
     inferred = onnx.shape_inference.infer_shapes(model).graph
     for info in list(inferred.value_info) + list(inferred.input):
         if info.name == node.input[0]:
@@ -142,7 +133,7 @@ def onnx_probe(data: bytes, steps: int) -> bytes | None:
     from onnx import helper, numpy_helper
 
     model = onnx.load_from_string(data)
-    node = _onnx_first_loop(model)
+    node = onnx_first_loop(model)
     if node is None:
         return None
     outputs = []

@@ -53,7 +53,7 @@ def _is_constant(model, sg, index: int) -> bool:
 
 def isolated(model, sg, op, copies: int) -> bytes:
     """A model whose only subgraph runs ``op`` ``copies`` times on the same inputs, every copy's outputs outputs."""
-    schema = coverage._schema()
+    schema = coverage.tflite_schema()
     new = schema.SubGraphT()
     new.tensors, remap = [], {}
 

@@ -44,12 +44,17 @@ class OnnxRunner:
         if threads is None and self._providers[0] == "CPUExecutionProvider" and (os.cpu_count() or 1) > 1:
             self._pick_threads(ort)
 
-    def _session(self, ort, threads: int | None):
+    @staticmethod
+    def _options(ort, threads: int | None):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        return options
+
+    def _session(self, ort, threads: int | None):
+        options = self._options(ort, threads)
         try:
             return ort.InferenceSession(str(self.path), options, providers=self._providers)
         except Exception as exc:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...)
@@ -99,11 +104,8 @@ class OnnxRunner:
         import tempfile
 
         ort = require("onnxruntime")
-        options = ort.SessionOptions()
+        options = self._options(ort, self.threads)
         options.enable_profiling = True
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
         feed, outputs = {self._in.name: check_input(x, self.input_shape, self.path)}, [self._out.name]
         with tempfile.TemporaryDirectory() as scratch:
             options.profile_file_prefix = os.path.join(scratch, "profile")

@@ -1,15 +1,22 @@
 """Per-time-step drift of a recurrent int8 artifact's hidden state from its float twin (TFLite and ONNX).
 
 A recurrent artifact exposes only its final output. To see the state after step t, a probe copy of each
-artifact (the int8 one and the fp32 one, which verify has shown equal to Keras) stops its loop after t
-steps and outputs the loop's state variables: in TFLite the WHILE condition's trip-count constant is set to
-t; in ONNX a ``Loop``'s trip count M is set to t, and an ``LSTM``/``GRU``/``RNN`` op (or ORT's
-``DynamicQuantizeLSTM``) is given ``sequence_lens = [t]``, which makes its ``Y_h``/``Y_c`` the state after
-step t. Both probes run on the same images, one at a time (batch 1, as deployed: ORT's dynamic int8
-quantizes each call's activations with that call's range), and the int8 state, dequantized, is compared
-with the float state, step by step. This is how a user sees *why* a recurrent model quantizes badly: error
-that grows with t is drift through the loop; error that is flat is rounding at the input or the head. A model with several loops (a Bidirectional layer
-has two) is probed at the first one in graph order, which may be the backward direction.
+artifact (the int8 one and the fp32 one, which verify has shown equal to Keras) outputs the loop's state
+variables after step t:
+
+- TFLite: the WHILE condition's trip-count constant is set to t.
+- ONNX, unrolled loop (how edgeseq exports a SimpleRNN/GRU, :mod:`edgeseq.export.unroll`): the state after
+  step t is a named tensor, made an output.
+- ONNX ``Loop``: its trip count M is set to t.
+- ONNX ``LSTM``/``GRU``/``RNN`` op (or ORT's ``DynamicQuantizeLSTM``): ``sequence_lens = [t]``, which makes
+  its ``Y_h``/``Y_c`` the state after step t.
+
+Both probes run on the same images, one at a time (batch 1, as deployed: ORT's dynamic int8 quantizes each
+call's activations with that call's range), and the int8 state, dequantized, is compared with the float
+state, step by step. This is how a user sees *why* a recurrent model quantizes badly: error that grows with
+t is drift through the loop; error that is flat is rounding at the input or the head. A model with several
+loops (a Bidirectional layer has two) is probed at the first one in graph order, which may be the backward
+direction.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from edgeseq.export import coverage
+from edgeseq.export import coverage, unroll
 from edgeseq.export import tflite_graph as graph
 
 INT32 = 2
@@ -105,10 +112,14 @@ def onnx_first_loop(model):
 
 
 def onnx_trip_count(data: bytes) -> int | None:
-    """A Loop's constant trip count M, or the sequence length of a recurrent op's input (by shape inference)."""
+    """An unrolled loop's steps, a Loop's constant trip count M, or the sequence length of a recurrent op's
+    input (by shape inference)."""
     import onnx
 
     model = onnx.load_from_string(data)
+    unrolled = unroll.states_by_step(model)
+    if unrolled:
+        return max(unrolled)
     node = onnx_first_loop(model)
     if node is None:
         return None
@@ -125,7 +136,8 @@ def onnx_trip_count(data: bytes) -> int | None:
 def onnx_probe(data: bytes, steps: int) -> bytes | None:
     """A copy whose first loop stops after ``steps`` steps, with the loop's state variables as its outputs.
 
-    Loop: M set to ``steps``; outputs are the loop-carried float values of rank 2 with a free first (batch)
+    Unrolled loop (:mod:`edgeseq.export.unroll`): outputs are its float states named for step ``steps``
+    (the whole graph still runs; what follows does not change them). Loop: M set to ``steps``; outputs are the loop-carried float values of rank 2 with a free first (batch)
     dimension (constants the converter carries through the loop have fixed shapes). Recurrent op:
     ``sequence_lens = [steps]`` (batch 1); outputs ``Y_h`` and, for an LSTM, ``Y_c``.
     """
@@ -133,11 +145,14 @@ def onnx_probe(data: bytes, steps: int) -> bytes | None:
     from onnx import helper, numpy_helper
 
     model = onnx.load_from_string(data)
-    node = onnx_first_loop(model)
-    if node is None:
+    unrolled = unroll.states_by_step(model)
+    node = None if unrolled else onnx_first_loop(model)
+    if node is None and not unrolled:
         return None
     outputs = []
-    if node.op_type == "Loop":
+    if unrolled:
+        outputs = unrolled.get(steps, [])
+    elif node.op_type == "Loop":
         model.graph.initializer.append(numpy_helper.from_array(np.array(steps, np.int64), "edgeseq_probe_trips"))
         node.input[0] = "edgeseq_probe_trips"
         body = next(a.g for a in node.attribute if a.name == "body")

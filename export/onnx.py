@@ -27,13 +27,13 @@ def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None 
             fp32_path: Path | None = None, selection: np.ndarray | None = None) -> dict:
     """Write ``out_path``; fp16/dynamic/int8 start from ``fp32_path`` when given (else convert first).
 
-    selection: held-out images (not calibration, never test) on which the int8 recipe picks between its
-    candidates by agreement with ``model``.
+    selection: held-out images (not calibration, never test) on which the int8 and dynamic recipes pick
+    between their candidates by agreement with ``model``.
     """
     quant = Quant(quant)
     if quant is Quant.fp32:
         return convert_fp32(model, out_path)
-    reference = select.reference(model, selection) if quant is Quant.int8 else None
+    reference = select.reference(model, selection) if quant in (Quant.int8, Quant.dynamic) else None
     with tempfile.TemporaryDirectory() as scratch:
         if fp32_path is None:
             fp32_path = Path(scratch) / "fp32.onnx"
@@ -48,10 +48,50 @@ def convert_fp32(model, out_path: Path) -> dict:
     function = tf.function(lambda x: model(x, training=False))
     spec = [tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET)
+    proto, loops = unrolled(proto)
     slim(proto)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
-    return {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": OPSET, "batch": "dynamic", **SLIM_NOTE}
+    return {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": OPSET, "batch": "dynamic", **loops, **SLIM_NOTE}
+
+
+UNROLL_TOLERANCE = 1e-5
+
+
+def unrolled(proto, inputs: int = 4) -> tuple[object, dict]:
+    """``proto`` with its Loops unrolled (:mod:`edgeseq.export.unroll`) when the unrolled graph gives the
+    same outputs as the Loop on ``inputs`` random batches; else ``proto`` itself. Returns (model, recipe note)."""
+    import copy
+
+    onnx = require("onnx")
+    from edgeseq.export import unroll
+
+    candidate = copy.deepcopy(proto)
+    report = unroll.unroll_loops(candidate)
+    done = [r for r in report if r["unrolled"]]
+    kept = [f"Loop {r['loop']} kept: {r['why']}" for r in report if not r["unrolled"]]
+    if not done:
+        return proto, ({"loops": "; ".join(kept)} if kept else {})
+    shape = [d.dim_value or 2 for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(0)
+    batches = [rng.random(shape, dtype=np.float32) for _ in range(inputs)]
+    before, after = _outputs(proto, batches), _outputs(candidate, batches)
+    diff = max(float(np.max(np.abs(a - b))) if a.shape == b.shape else np.inf for a, b in zip(before, after))
+    if not diff <= UNROLL_TOLERANCE:
+        return proto, {"loops": f"unrolled graph differed from the Loop by {diff:.2e} on random inputs: Loop kept"}
+    onnx.checker.check_model(candidate)
+    note = ", ".join(f"{r['trips']} steps of {r['body_nodes']} nodes" for r in done)
+    return candidate, {"loops": f"unrolled ({note}); outputs equal to the Loop's within {diff:.1e} on random inputs"
+                                + ("; " + "; ".join(kept) if kept else "")}
+
+
+def _outputs(proto, batches: list) -> list:
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return [np.concatenate([session.run(None, {name: b})[k] for b in batches]) for k in range(len(session.get_outputs()))]
 
 
 SLIM_NOTE = {"names": "short tensor and node names, no value_info (same graph, smaller file)"}
@@ -74,13 +114,16 @@ def slim(model) -> None:
 
     tf2onnx names carry the whole Keras scope (``rnn_1/simplernn_1/while/...``, 40-90 characters each),
     and in a small int8 model those names weigh a third of the file. Renaming is consistent across Loop
-    bodies (which read outer-scope names); the model's input and output names stay.
+    bodies (which read outer-scope names); the model's input and output names stay, and so do an unrolled
+    loop's per-step state names, which the drift report reads.
     """
+    from edgeseq.export.unroll import STATE
+
     keep = {v.name for v in model.graph.input} | {v.name for v in model.graph.output}
     names: dict[str, str] = {}
 
     def short(name: str) -> str:
-        if not name or name in keep:
+        if not name or name in keep or STATE.match(name):
             return name
         return names.setdefault(name, f"t{len(names)}")
 
@@ -138,16 +181,20 @@ def _derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
     time_steps = input_shape[0] if len(input_shape) >= 2 else None
     if quant is Quant.dynamic:
         head, share = output_head(fp32_path, time_steps)
-        # ORT's dynamic quantization as it is: Loop bodies stay float (the report says so). edgeseq's loop
-        # recipe belongs to int8: on the zoo's SimpleRNN it gives 99.89 % agreement, under this 99.9 % bar.
-        with atomic_path(out_path) as tmp:
-            # uint8 asymmetric per-tensor weights: measured on the zoo's mlp at batch 1, 99.90 % agreement
-            # against 99.85 % for int8 symmetric and 99.75 % for ORT's per-channel MatMul weights.
-            quantization.quantize_dynamic(str(fp32_path), str(tmp), weight_type=quantization.QuantType.QUInt8,
-                                          nodes_to_exclude=head)
+        # uint8 asymmetric weights: measured on the zoo's mlp at batch 1, 99.90 % agreement against 99.85 %
+        # for int8 symmetric. Per-tensor or per-channel differs by model (mlp: per-channel 99.75 %; the
+        # unrolled SimpleRNN: per-channel 99.91 %, per-tensor 99.88 %), so both are made and one is chosen.
+        with tempfile.TemporaryDirectory() as scratch:
+            candidates = {"per-tensor": Path(scratch) / "per-tensor.onnx", "per-channel": Path(scratch) / "per-channel.onnx"}
+            for name, path in candidates.items():
+                quantization.quantize_dynamic(str(fp32_path), str(path), weight_type=quantization.QuantType.QUInt8,
+                                              per_channel=name == "per-channel", nodes_to_exclude=head)
+            chosen, selection = select.choose(candidates, reference, preferred="per-tensor")
+            with atomic_path(out_path) as tmp:
+                tmp.write_bytes(candidates[chosen].read_bytes())
         return {**recipe, "tool": f"onnxruntime.quantization.quantize_dynamic {ort.__version__}",
-                "weights": "uint8 asymmetric per-tensor", "activations": "uint8, quantized per call",
-                **_head_note(head, share)}
+                "weights": f"uint8 asymmetric {chosen}", "activations": "uint8, quantized per call",
+                **_head_note(head, share), **selection}
     if calibration is None or not len(calibration):
         raise ValueError("int8 conversion needs calibration images")
     images = np.asarray(calibration, np.float32).reshape((-1, *input_shape))
@@ -177,17 +224,22 @@ def _derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
                                           op_types_to_quantize=list(DYNAMIC_ONLY_OPS) + (["MatMul"] if hoisted else []))
         else:
             candidates["static QDQ"].write_bytes(static.read_bytes())
-        if reference is not None:  # the other candidate: every MAC op on dynamic integer kernels
-            candidates["dynamic integer"] = Path(scratch) / "candidate-dynamic.onnx"
+        if reference is not None:  # the others: every MAC op on dynamic integer kernels
             dynamic_head, dynamic_share = output_head(source, time_steps)  # node names of the graph it starts from
-            quantization.quantize_dynamic(str(source), str(candidates["dynamic integer"]), weight_type=weights,
-                                          nodes_to_exclude=dynamic_head, extra_options={"EnableSubgraph": bool(hoisted)})
+            # per-channel weights: the unrolled SimpleRNN's choice as dynamic (its LSTM kernel takes per-tensor)
+            for per_channel in (False, True) if weights == quantization.QuantType.QUInt8 else (False,):
+                name = "dynamic integer" + (" per-channel" if per_channel else "")
+                candidates[name] = Path(scratch) / f"candidate-{name.replace(' ', '-')}.onnx"
+                quantization.quantize_dynamic(str(source), str(candidates[name]), weight_type=weights,
+                                              per_channel=per_channel, nodes_to_exclude=dynamic_head,
+                                              extra_options={"EnableSubgraph": bool(hoisted)})
         chosen, selection = select.choose(candidates, reference, preferred="static QDQ")
         with atomic_path(out_path) as tmp:
             tmp.write_bytes(candidates[chosen].read_bytes())
-    if chosen == "dynamic integer":
+    if chosen.startswith("dynamic integer"):
         return {**recipe, "tool": f"onnxruntime.quantization.quantize_dynamic {ort.__version__}",
-                "weights": f"{'int8' if weights == quantization.QuantType.QInt8 else 'uint8'} per-tensor",
+                "weights": f"{'int8' if weights == quantization.QuantType.QInt8 else 'uint8'} "
+                           f"{'per-channel' if chosen.endswith('per-channel') else 'per-tensor'}",
                 "activations": "quantized per call", "io": "float32", **_loop_note(hoisted),
                 **_head_note(dynamic_head, dynamic_share), **selection}
     return {**recipe, "tool": f"onnxruntime.quantization.quantize_static {ort.__version__}", "format": "QDQ",
@@ -257,26 +309,46 @@ def _hoisted_copy(fp32_path: Path, scratch: Path) -> tuple[Path, int]:
 def _fp16(fp32_path: Path, out_path: Path, recipe: dict) -> dict:
     """float16 compute where ORT accepts the converted graph, else float16 weight storage.
 
-    onnxconverter_common mistypes Loop bodies (tf2onnx's SimpleRNN/GRU): ORT then refuses the file.
-    The fallback stores every float weight as float16 with a Cast back to float32 (what TFLite's fp16
+    onnxconverter_common mistypes Loop bodies (a Loop kept by tf2onnx): ORT then refuses the file; ORT
+    1.31 crashes opening the unrolled SimpleRNN in float16 (see :func:`ort_load_error`). The fallback stores every float weight as float16 with a Cast back to float32 (what TFLite's fp16
     does): half the size, float32 arithmetic.
     """
     onnx = require("onnx")
-    ort = require("onnxruntime")
     float16 = require("onnxconverter_common.float16")
     model = float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-    try:
-        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    reason = ort_load_error(model)
+    if reason is None:
         mode = {"tool": "onnxconverter_common.float16", "weights": "float16", "compute": "float16", "io": "float32"}
-    except Exception as exc:  # noqa: BLE001 - any load failure means: use the storage-only form
+    else:
         model = onnx.load(str(fp32_path))
         _store_weights_as_float16(model.graph, onnx)
-        reason = str(exc).strip().splitlines()[0][:200]
         mode = {"tool": "float16 weight storage", "weights": "float16 (Cast to float32 at load)",
                 "compute": "float32", "io": "float32", "fallback": f"float16 compute graph rejected by ORT: {reason}"}
     with atomic_path(out_path) as tmp:
         onnx.save(model, str(tmp))
     return {**recipe, **mode}
+
+
+def ort_load_error(model) -> str | None:
+    """Why ONNX Runtime cannot open ``model`` (one line), or None when it can. Tried in a child process:
+    ORT's graph optimizer has crashed the process on converter output (a segfault in its NCHWc transformer
+    on the unrolled SimpleRNN in float16), and a crash here must cost the fallback, not the export."""
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "candidate.onnx"
+        path.write_bytes(model.SerializeToString())
+        code = ("import sys, onnxruntime as ort; o = ort.SessionOptions(); o.log_severity_level = 3; "
+                "ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])")
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    if done.returncode < 0:
+        return f"ONNX Runtime crashed opening it (signal {-done.returncode})"
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else f"exit {done.returncode}"
+    return last.split(" failed:", 1)[-1].split("] : ", 2)[-1].strip()[:200]  # ORT's message, not its wrapping
 
 
 def _store_weights_as_float16(graph, onnx, min_elements: int = 16) -> None:

@@ -42,9 +42,13 @@ def test_every_format_and_quantization_is_produced(tiny_bundle):
     assert tfl_int8["coverage"]["ops"]["int8"]["FULLY_CONNECTED"] == 2
     assert artifacts["onnx-fp32"]["inputs"][0]["shape"] == [None, 28, 28]
     selection = artifacts["onnx-int8"]["recipe"]["selection"]
-    assert set(selection["agreement"]) == {"static QDQ", "dynamic integer"} and selection["images"] == 500  # 600 train - 100 calibration
+    assert set(selection["agreement"]) == {"static QDQ", "dynamic integer", "dynamic integer per-channel"}
+    assert selection["images"] == 500  # 600 train - 100 calibration
     assert selection["agreement"][selection["chosen"]] == max(selection["agreement"].values())
     assert (artifacts["onnx-int8"]["recipe"].get("format") == "QDQ") == (selection["chosen"] == "static QDQ")
+    dynamic = artifacts["onnx-dynamic"]["recipe"]
+    assert set(dynamic["selection"]["agreement"]) == {"per-tensor", "per-channel"}
+    assert dynamic["weights"] == f"uint8 asymmetric {dynamic['selection']['chosen']}"
 
 
 def test_manifest_and_reference_set(tiny_bundle, splits):

@@ -371,6 +371,7 @@ def hoist_input_projections(graph) -> int:
     GEMM instead of T thin ones, and two or three nodes less per step. Returns how many groups were hoisted.
     """
     onnx = require("onnx")
+    matrices = {i.name for i in graph.initializer if len(i.dims) == 2}  # a batched MatMul would not commute
     initializers = {i.name for i in graph.initializer}
     for node in graph.node:  # and what is computed from them alone (a bias split once for all steps)
         if node.input and all(x in initializers for x in node.input if x):
@@ -390,7 +391,7 @@ def hoist_input_projections(graph) -> int:
         if gather.op_type != "Gather" or axis != 0 or gather.input[0] in initializers or gather.input[1] not in initializers:
             continue
         matmul = only(gather.output[0], "MatMul")
-        if matmul is None or matmul.input[0] != gather.output[0] or matmul.input[1] not in initializers:
+        if matmul is None or matmul.input[0] != gather.output[0] or matmul.input[1] not in matrices:
             continue
         add = only(matmul.output[0], "Add")
         bias = add.input[1] if add is not None and add.input[0] == matmul.output[0] and add.input[1] in initializers else None

@@ -145,6 +145,15 @@ def test_the_exporter_keeps_the_loop_when_the_unrolled_graph_differs(monkeypatch
     kept, note = unrolled(model)
     assert kept is model and "differed from the Loop" in note["loops"] and "Loop kept" in note["loops"]
 
+    def unloadable(graph_model):  # one ORT cannot open
+        report = real(graph_model)
+        next(n for n in graph_model.graph.node if n.op_type == "Tanh").op_type = "NoSuchOp"
+        return report
+
+    monkeypatch.setattr(unroll, "unroll_loops", unloadable)
+    kept, note = unrolled(model)
+    assert kept is model and note["loops"].startswith("unrolled graph refused (") and "Loop kept" in note["loops"]
+
 
 def test_ort_load_error_names_what_onnx_runtime_refuses():
     assert ort_load_error(_rnn_loop()) is None

@@ -137,8 +137,9 @@ def onnx_probe(data: bytes, steps: int) -> bytes | None:
     """A copy whose first loop stops after ``steps`` steps, with the loop's state variables as its outputs.
 
     Unrolled loop (:mod:`edgeseq.export.unroll`): outputs are its float states named for step ``steps``
-    (the whole graph still runs; what follows does not change them). Loop: M set to ``steps``; outputs are the loop-carried float values of rank 2 with a free first (batch)
-    dimension (constants the converter carries through the loop have fixed shapes). Recurrent op:
+    (the whole graph still runs; what follows does not change them). Loop: M set to ``steps``; outputs are
+    the loop-carried float values of rank 2 with a free first (batch) dimension (constants the converter
+    carries through the loop have fixed shapes). Recurrent op:
     ``sequence_lens = [steps]`` (batch 1); outputs ``Y_h`` and, for an LSTM, ``Y_c``.
     """
     import onnx
@@ -147,24 +148,21 @@ def onnx_probe(data: bytes, steps: int) -> bytes | None:
     model = onnx.load_from_string(data)
     unrolled = unroll.states_by_step(model)
     node = None if unrolled else onnx_first_loop(model)
-    if node is None and not unrolled:
-        return None
-    outputs = []
     if unrolled:
         outputs = unrolled.get(steps, [])
+    elif node is None:
+        return None
     elif node.op_type == "Loop":
         model.graph.initializer.append(numpy_helper.from_array(np.array(steps, np.int64), "edgeseq_probe_trips"))
         node.input[0] = "edgeseq_probe_trips"
         body = next(a.g for a in node.attribute if a.name == "body")
-        for k, carried in enumerate(body.input[2:]):
-            kind = carried.type.tensor_type
-            if kind.elem_type == _ONNX_FLOAT and len(kind.shape.dim) == 2 and not kind.shape.dim[0].dim_value:
-                outputs.append(node.output[k])
+        outputs = [node.output[k] for k, carried in enumerate(body.input[2:]) if unroll.is_state(carried)]
     else:
         model.graph.initializer.append(numpy_helper.from_array(np.array([steps], np.int32), "edgeseq_probe_lens"))
         node.input.extend([""] * max(0, 5 - len(node.input)))
         node.input[4] = "edgeseq_probe_lens"
         node.output.extend([""] * max(0, 3 - len(node.output)))
+        outputs = []
         for k in (1, 2) if node.op_type in ("LSTM", "DynamicQuantizeLSTM") else (1,):
             node.output[k] = node.output[k] or f"edgeseq_probe_state_{k}"
             outputs.append(node.output[k])

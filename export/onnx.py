@@ -77,11 +77,12 @@ def unrolled(proto, inputs: int = 4) -> tuple[object, dict]:
     batches = [rng.random(shape, dtype=np.float32) for _ in range(inputs)]
     try:
         onnx.checker.check_model(candidate)
-        after = _outputs(candidate, batches)
-    except Exception as exc:  # noqa: BLE001 - an unrolled graph ORT or the checker refuses: keep the Loop
+        reason = ort_load_error(candidate)  # in a child process: ORT has crashed on graphs it could not take
+    except Exception as exc:  # noqa: BLE001 - an unrolled graph the checker refuses: keep the Loop
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    if reason is not None:
         return proto, {"loops": f"unrolled graph refused ({reason}): Loop kept"}
-    before = _outputs(proto, batches)
+    before, after = _outputs(proto, batches), _outputs(candidate, batches)
     diff = max(float(np.max(np.abs(a - b))) if a.shape == b.shape else np.inf for a, b in zip(before, after))
     if not diff <= UNROLL_TOLERANCE:
         return proto, {"loops": f"unrolled graph differed from the Loop by {diff:.2e} on random inputs: Loop kept"}
@@ -315,8 +316,9 @@ def _fp16(fp32_path: Path, out_path: Path, recipe: dict) -> dict:
     """float16 compute where ORT accepts the converted graph, else float16 weight storage.
 
     onnxconverter_common mistypes Loop bodies (a Loop kept by tf2onnx): ORT then refuses the file; ORT
-    1.31 crashes opening the unrolled SimpleRNN in float16 (see :func:`ort_load_error`). The fallback stores every float weight as float16 with a Cast back to float32 (what TFLite's fp16
-    does): half the size, float32 arithmetic.
+    1.31 crashes opening the unrolled SimpleRNN in float16 (see :func:`ort_load_error`). The fallback
+    stores every float weight as float16 with a Cast back to float32 (what TFLite's fp16 does): half the
+    size, float32 arithmetic.
     """
     onnx = require("onnx")
     float16 = require("onnxconverter_common.float16")

@@ -10,7 +10,7 @@ What is copied and what is not:
 - The body runs once per step, in order; each copy reads the previous copy's loop-carried values.
 - Body nodes that do not depend on the step (the cell's weights passed through the loop, a bias split)
   are emitted once, so weights stay stored once.
-- Integer and boolean nodes whose inputs are all known (step counters, the loop condition) are evaluated
+- Nodes whose inputs are all known small values (step counters, the loop condition) are evaluated
   here. A condition that is not a constant, or that turns false before the last trip, keeps the Loop.
 - Per-step outputs (scan outputs) are stacked with Unsqueeze + Concat; a Slice that takes one step of them
   reads that step directly.
@@ -94,7 +94,9 @@ def _fold(node, values: list) -> list | None:
     return out
 
 
-def _is_state(value_info) -> bool:
+def is_state(value_info) -> bool:
+    """A loop-carried value that is a recurrent state: float, rank 2, free first (batch) dimension (the
+    constants a converter carries through a loop have fixed shapes)."""
     kind = value_info.type.tensor_type
     dims = kind.shape.dim
     return kind.elem_type == _FLOAT and len(dims) == 2 and not dims[0].dim_value
@@ -103,9 +105,9 @@ def _is_state(value_info) -> bool:
 class _Unroller:
     """Emits the copies of one Loop's body into the main graph."""
 
-    def __init__(self, graph, node, index: int, consts: dict, trips: int):
+    def __init__(self, node, index: int, consts: dict, trips: int):
         onnx = require("onnx")
-        self.onnx, self.graph, self.node, self.index, self.consts = onnx, graph, node, index, consts
+        self.onnx, self.index, self.consts = onnx, index, consts
         self.body = next(a.g for a in node.attribute if a.name == "body")
         self.trips = trips
         self.prefix = f"edgeseq_u{index}"
@@ -128,21 +130,22 @@ class _Unroller:
         for n in body.node:
             if any(x in self.variant for x in n.input):
                 self.variant.update(n.output)
-        floats = [k for k in range(self.n_carried) if k not in self.passthrough and _is_state(body.input[2 + k])]
+        floats = [k for k in range(self.n_carried) if k not in self.passthrough and is_state(body.input[2 + k])]
         self.marked = {k: j for j, k in enumerate(floats)}
         # once for all steps: body initializers and passthrough carried values
-        self.shared: dict[str, str] = {}
+        self.shared: dict[str, str] = {}  # body name -> main-graph name
+        self.shared_values: dict = {}  # body name -> small known value
+        for k in self.passthrough:
+            inner, outer = body.input[2 + k].name, node.input[2 + k]
+            self.shared[inner] = outer
+            if outer in consts and np.asarray(consts[outer]).size <= _FOLD_MAX_ELEMENTS:
+                self.shared_values[inner] = consts[outer]
         for init in body.initializer:
             copy = onnx.TensorProto()
             copy.CopyFrom(init)
             copy.name = f"{self.prefix}_{init.name}"
             self.initializers.append(copy)
             self.shared[init.name] = copy.name
-        for k in self.passthrough:
-            self.shared[body.input[2 + k].name] = node.input[2 + k]
-        self.shared_values = {inner: consts[outer] for inner, outer in self.shared.items()
-                              if outer in consts and np.asarray(consts[outer]).size <= _FOLD_MAX_ELEMENTS}
-        for init in body.initializer:
             value = onnx.numpy_helper.to_array(init)
             if value.size <= _FOLD_MAX_ELEMENTS:
                 self.shared_values[init.name] = value
@@ -287,7 +290,7 @@ def unroll_loops(model, max_trips: int = MAX_TRIPS) -> list[dict]:
             why = "body holds subgraphs"
         result = None
         if why is None:
-            unroller = _Unroller(graph, node, index, consts, trips)
+            unroller = _Unroller(node, index, consts, trips)
             result = unroller.run(list(node.input[2:]))
             if result is None:
                 why = "loop condition is not a known constant true on every trip"
@@ -408,21 +411,19 @@ def hoist_input_projections(graph) -> int:
         if with_bias:
             new.append(onnx.helper.make_node("Add", [name, projected_bias], [f"{name}_b"], name=f"{name}_add"))
         projected = new[-1].output[0]
-        for gather, matmul, add, _ in members:
-            last = add if with_bias else matmul
-            last.op_type = "Gather"
-            last.input[:] = [projected, gather.input[1]]
-            del last.attribute[:]
-            if with_bias:
-                matmul.input[:] = []  # dead: pruned below
-                matmul.output[:] = [f"{matmul.output[0]}_dead"]
         nodes = list(graph.node)
         first = min(nodes.index(g) for g, *_ in members)
         if with_bias:  # after whatever computes the bias
             first = max([first] + [nodes.index(n) + 1 for n in nodes if projected_bias in n.output])
         for offset, node in enumerate(new):
             graph.node.insert(first + offset, node)
+        for gather, matmul, add, _ in members:  # each step now gathers its row of the projection
+            last = add if with_bias else matmul
+            last.op_type = "Gather"
+            last.input[:] = [projected, gather.input[1]]
+            del last.attribute[:]
+            graph.node.remove(gather)
+            if with_bias:
+                graph.node.remove(matmul)
         hoisted += 1
-    if hoisted:
-        prune(graph)
     return hoisted

@@ -161,9 +161,10 @@ def onnx_probe(data: bytes, steps: int) -> bytes | None:
         model.graph.initializer.append(numpy_helper.from_array(np.array([steps], np.int32), "edgeseq_probe_lens"))
         node.input.extend([""] * max(0, 5 - len(node.input)))
         node.input[4] = "edgeseq_probe_lens"
-        node.output.extend([""] * max(0, 3 - len(node.output)))
+        states = (1, 2) if node.op_type in ("LSTM", "DynamicQuantizeLSTM") else (1,)  # Y_h[, Y_c]
+        node.output.extend([""] * max(0, 1 + len(states) - len(node.output)))
         outputs = []
-        for k in (1, 2) if node.op_type in ("LSTM", "DynamicQuantizeLSTM") else (1,):
+        for k in states:
             node.output[k] = node.output[k] or f"edgeseq_probe_state_{k}"
             outputs.append(node.output[k])
     if not outputs:

@@ -33,37 +33,92 @@ def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None 
     quant = Quant(quant)
     if quant is Quant.fp32:
         return convert_fp32(model, out_path)
-    reference = select.reference(model, selection) if quant in (Quant.int8, Quant.dynamic) else None
+    integer = quant in (Quant.int8, Quant.dynamic)
+    reference = select.reference(model, selection) if integer else None
     with tempfile.TemporaryDirectory() as scratch:
+        note = {}
+        if integer and fp32_path is not None and _has_op(fp32_path, "GRU"):
+            # ORT has no integer GRU kernel: quantizing the GRU op would leave the recurrence in float
+            fp32_path, note = None, {"from": "fp32 onnx with its GRU unrolled (ORT has no integer GRU kernel)"}
         if fp32_path is None:
             fp32_path = Path(scratch) / "fp32.onnx"
-            convert_fp32(model, fp32_path)
-        return derive(fp32_path, out_path, quant, calibration, reference)
+            convert_fp32(model, fp32_path, fuse_gru=not integer)
+        return {**derive(fp32_path, out_path, quant, calibration, reference), **note}
 
 
-def convert_fp32(model, out_path: Path) -> dict:
+def _has_op(path: Path, op_type: str) -> bool:
+    onnx = require("onnx")
+    return any(n.op_type == op_type for g in _graphs(onnx.load(str(path)).graph) for n in g.node)
+
+
+def convert_fp32(model, out_path: Path, fuse_gru: bool = True) -> dict:
+    """tf2onnx, then GRU loops as ONNX ``GRU`` ops (``fuse_gru``) and the other loops unrolled, each kept
+    only where it computes what the converter's graph computes."""
     tf = require("tensorflow")
     tf2onnx = require("tf2onnx")
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     function = tf.function(lambda x: model(x, training=False))
     spec = [tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET)
+    proto, fused = fused_gru(proto) if fuse_gru else (proto, {})
     proto, loops = unrolled(proto)
     slim(proto)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
-    return {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": OPSET, "batch": "dynamic", **loops, **SLIM_NOTE}
+    return {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": OPSET, "batch": "dynamic", **fused, **loops,
+            **SLIM_NOTE}
 
 
 UNROLL_TOLERANCE = 1e-5
 
 
-def unrolled(proto, inputs: int = 4) -> tuple[object, dict]:
-    """``proto`` with its Loops unrolled (:mod:`edgeseq.export.unroll`) when the unrolled graph gives the
-    same outputs as the Loop on ``inputs`` random batches; else ``proto`` itself. Returns (model, recipe note)."""
+def _refused(original, candidate, inputs: int = 4) -> tuple[str | None, float]:
+    """Why ``candidate`` may not replace ``original`` (None when it may), and the largest output difference
+    on ``inputs`` random batches: it must pass the ONNX checker, open in ORT and match within
+    UNROLL_TOLERANCE."""
+    onnx = require("onnx")
+    shape = [d.dim_value or 2 for d in original.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(0)
+    batches = [rng.random(shape, dtype=np.float32) for _ in range(inputs)]
+    try:
+        onnx.checker.check_model(candidate)
+        reason = ort_load_error(candidate)  # in a child process: ORT has crashed on graphs it could not take
+    except Exception as exc:  # noqa: BLE001 - a graph the checker refuses is not used
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    if reason is not None:
+        return f"refused ({reason})", np.inf
+    before, after = _outputs(original, batches), _outputs(candidate, batches)
+    diff = max(float(np.max(np.abs(a - b))) if a.shape == b.shape else np.inf for a, b in zip(before, after))
+    if not diff <= UNROLL_TOLERANCE:
+        return f"differed by {diff:.2e} on random inputs", diff
+    return None, diff
+
+
+def fused_gru(proto) -> tuple[object, dict]:
+    """``proto`` with its GRU loops as ONNX ``GRU`` ops (:mod:`edgeseq.export.fuse`) when that computes what
+    the Loops compute; else ``proto`` itself. Returns (model, recipe note)."""
     import copy
 
-    onnx = require("onnx")
+    from edgeseq.export import fuse
+
+    candidate = copy.deepcopy(proto)
+    done = [r for r in fuse.fuse_gru_loops(candidate) if r["fused"]]
+    if not done:
+        return proto, {}
+    why, diff = _refused(proto, candidate)
+    if why is not None:
+        return proto, {"gru": f"ONNX GRU op {why}: Loop kept"}
+    loops = f"{len(done)} Loop{'s' if len(done) > 1 else ''}"
+    hidden = ", ".join(str(r["hidden_size"]) for r in done)
+    return candidate, {"gru": f"{loops} replaced by ONNX GRU (hidden {hidden}); outputs equal to the Loop's within "
+                              f"{diff:.1e} on random inputs"}
+
+
+def unrolled(proto) -> tuple[object, dict]:
+    """``proto`` with its Loops unrolled (:mod:`edgeseq.export.unroll`) when the unrolled graph gives the
+    same outputs as the Loop on random batches; else ``proto`` itself. Returns (model, recipe note)."""
+    import copy
+
     from edgeseq.export import unroll
 
     candidate = copy.deepcopy(proto)
@@ -72,20 +127,9 @@ def unrolled(proto, inputs: int = 4) -> tuple[object, dict]:
     kept = [f"Loop {r['loop']} kept: {r['why']}" for r in report if not r["unrolled"]]
     if not done:
         return proto, ({"loops": "; ".join(kept)} if kept else {})
-    shape = [d.dim_value or 2 for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    rng = np.random.default_rng(0)
-    batches = [rng.random(shape, dtype=np.float32) for _ in range(inputs)]
-    try:
-        onnx.checker.check_model(candidate)
-        reason = ort_load_error(candidate)  # in a child process: ORT has crashed on graphs it could not take
-    except Exception as exc:  # noqa: BLE001 - an unrolled graph the checker refuses: keep the Loop
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-    if reason is not None:
-        return proto, {"loops": f"unrolled graph refused ({reason}): Loop kept"}
-    before, after = _outputs(proto, batches), _outputs(candidate, batches)
-    diff = max(float(np.max(np.abs(a - b))) if a.shape == b.shape else np.inf for a, b in zip(before, after))
-    if not diff <= UNROLL_TOLERANCE:
-        return proto, {"loops": f"unrolled graph differed from the Loop by {diff:.2e} on random inputs: Loop kept"}
+    why, diff = _refused(proto, candidate)
+    if why is not None:
+        return proto, {"loops": f"unrolled graph {why}: Loop kept"}
     note = ", ".join(f"{r['trips']} steps of {r['body_nodes']} nodes" for r in done)
     return candidate, {"loops": f"unrolled ({note}); outputs equal to the Loop's within {diff:.1e} on random inputs"
                                 + ("; " + "; ".join(kept) if kept else "")}
@@ -262,6 +306,8 @@ def hoist_loop_constants(model) -> int:
     still stored once. Returns how many were hoisted."""
     import copy
 
+    from edgeseq.export.unroll import passthrough
+
     onnx = require("onnx")
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
@@ -272,13 +318,11 @@ def hoist_loop_constants(model) -> int:
             continue
         body = next(a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
         n_state = len(node.input) - 2
+        unchanged = passthrough(body, n_state)
         keep = []
         for k in range(n_state):
-            outer, inner, result = node.input[2 + k], body.input[2 + k].name, body.output[1 + k].name
-            producer = next((n for n in body.node if result in n.output), None)
-            unchanged = result == inner or (producer is not None and producer.op_type == "Identity"
-                                            and producer.input[0] == inner)
-            if outer in initializers and unchanged and node.output[k] not in consumers:
+            outer, inner = node.input[2 + k], body.input[2 + k].name
+            if outer in initializers and k in unchanged and node.output[k] not in consumers:
                 constant = copy.deepcopy(initializers[outer])
                 constant.name = inner
                 body.initializer.append(constant)
@@ -295,7 +339,7 @@ def hoist_loop_constants(model) -> int:
                               (body.output, body_outputs)):
             del field[:]
             field.extend(values)
-    used = {x for n in graph.node for x in n.input}
+    used = {x for g in _graphs(graph) for n in g.node for x in n.input}  # a body may read outer names
     for name in [n for n in initializers if n not in used]:
         graph.initializer.remove(initializers[name])
     return hoisted

@@ -67,10 +67,10 @@ def _constants(graph) -> dict:
     return consts
 
 
-def _fold(node, values: list) -> list | None:
-    """Evaluate ``node`` on known small values (counters, shapes, conditions); None when they are not small
-    or the reference evaluator cannot."""
-    if any(v is not None and np.asarray(v).size > _FOLD_MAX_ELEMENTS for v in values):
+def _fold(node, values: list, limit: int = _FOLD_MAX_ELEMENTS) -> list | None:
+    """Evaluate ``node`` on known values of at most ``limit`` elements (counters, shapes, conditions); None
+    when they are larger or the reference evaluator cannot."""
+    if any(v is not None and np.asarray(v).size > limit for v in values):
         return None
     onnx = require("onnx")
     from onnx.reference import ReferenceEvaluator
@@ -89,7 +89,7 @@ def _fold(node, values: list) -> list | None:
     except Exception:  # noqa: BLE001 - an op the reference cannot evaluate simply stays a node
         return None
     out = [np.asarray(o) for o in out]
-    if any(o.size > _FOLD_MAX_ELEMENTS for o in out):
+    if any(o.size > limit for o in out):
         return None
     return out
 
@@ -100,6 +100,19 @@ def is_state(value_info) -> bool:
     kind = value_info.type.tensor_type
     dims = kind.shape.dim
     return kind.elem_type == _FLOAT and len(dims) == 2 and not dims[0].dim_value
+
+
+def passthrough(body, n_carried: int) -> set[int]:
+    """The loop-carried values a Loop body hands on unchanged (directly or through one Identity): how a
+    converter passes a cell its weights."""
+    producers = {o: n for n in body.node for o in n.output}
+    same = set()
+    for k in range(n_carried):
+        inner, result = body.input[2 + k].name, body.output[1 + k].name
+        producer = producers.get(result)
+        if result == inner or (producer is not None and producer.op_type == "Identity" and producer.input[0] == inner):
+            same.add(k)
+    return same
 
 
 class _Unroller:
@@ -117,13 +130,7 @@ class _Unroller:
         body = self.body
         self.n_carried = len(node.input) - 2
         self.n_scan = len(body.output) - 1 - self.n_carried
-        producers = {o: n for n in body.node for o in n.output}
-        self.passthrough = set()
-        for k in range(self.n_carried):
-            inner, result = body.input[2 + k].name, body.output[1 + k].name
-            producer = producers.get(result)
-            if result == inner or (producer is not None and producer.op_type == "Identity" and producer.input[0] == inner):
-                self.passthrough.add(k)
+        self.passthrough = passthrough(body, self.n_carried)
         # names that change from step to step: the iteration number, the condition and the carried values
         self.variant = {body.input[0].name, body.input[1].name} | {
             body.input[2 + k].name for k in range(self.n_carried) if k not in self.passthrough}

@@ -1,4 +1,5 @@
-"""Unrolling ONNX Loops (what tf2onnx makes of a SimpleRNN/GRU): same outputs, weights once, named states."""
+"""ONNX Loops (what tf2onnx makes of a SimpleRNN/GRU): unrolled (same outputs, weights once, named states) or,
+for a GRU cell, replaced by ONNX's GRU op (same outputs, else the Loop stays)."""
 
 from __future__ import annotations
 
@@ -11,24 +12,52 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgeseq.export import drift, unroll  # noqa: E402
-from edgeseq.export.onnx import ort_load_error, unrolled  # noqa: E402
+from edgeseq.export import drift, fuse, unroll  # noqa: E402
+from edgeseq.export.onnx import fused_gru, ort_load_error, unrolled  # noqa: E402
 
 T, IN, UNITS = 6, 3, 4
 
 
-def _rnn_loop(trips: int = T, condition: str = "counter", last_step_only: bool = True):
-    """A tf2onnx-shaped SimpleRNN: a Loop over the time-major input, the weights carried through it,
-    a counter and a condition, the state and a per-step scan output."""
+def _cell(cell: str) -> list:
+    """Body nodes from ``x_t``, ``h_in`` and the weights to ``h_new``: a SimpleRNN, or a GRU as tf2onnx leaves
+    a Keras 3 one (bias added after each matmul, gates split; the reset gate after the recurrent matmul).
+    "swapped-gru" mixes the old state and the candidate the other way round: a GRU's shapes, not ONNX's GRU."""
+    if cell == "simple":
+        return [helper.make_node("MatMul", ["x_t", "kernel"], ["xw"]),
+                helper.make_node("Add", ["xw", "bias"], ["xwb"]),
+                helper.make_node("MatMul", ["h_in", "recurrent_in"], ["hu"]),
+                helper.make_node("Add", ["xwb", "hu"], ["z"]),
+                helper.make_node("Tanh", ["z"], ["h_new"])]
+    keep, mix = ("z", "one_minus_z") if cell == "gru" else ("one_minus_z", "z")
+    return [helper.make_node("MatMul", ["x_t", "kernel"], ["xw"]),
+            helper.make_node("Add", ["xw", "bias"], ["xwb"]),
+            helper.make_node("Split", ["xwb"], ["x_z", "x_r", "x_h"], axis=-1),
+            helper.make_node("MatMul", ["h_in", "recurrent_in"], ["hu"]),
+            helper.make_node("Add", ["hu", "recurrent_bias"], ["hub"]),
+            helper.make_node("Split", ["hub"], ["h_z", "h_r", "h_h"], axis=-1),
+            helper.make_node("Add", ["x_z", "h_z"], ["z_in"]),
+            helper.make_node("Sigmoid", ["z_in"], ["z"]),
+            helper.make_node("Add", ["x_r", "h_r"], ["r_in"]),
+            helper.make_node("Sigmoid", ["r_in"], ["r"]),
+            helper.make_node("Mul", ["r", "h_h"], ["r_h"]),
+            helper.make_node("Add", ["x_h", "r_h"], ["c_in"]),
+            helper.make_node("Tanh", ["c_in"], ["candidate"]),
+            helper.make_node("Sub", ["one_f", "z"], ["one_minus_z"]),
+            helper.make_node("Mul", [keep, "h_in"], ["kept"]),
+            helper.make_node("Mul", [mix, "candidate"], ["mixed"]),
+            helper.make_node("Add", ["kept", "mixed"], ["h_new"])]
+
+
+def _rnn_loop(trips: int = T, condition: str = "counter", last_step_only: bool = True, cell: str = "simple"):
+    """A tf2onnx-shaped recurrent layer: a Loop over the time-major input, the recurrent weights carried
+    through it (the input kernel read from outside), a counter and a condition, the state and a per-step
+    scan output."""
     rng = np.random.default_rng(1)
+    gates = 1 if cell == "simple" else 3
     body_nodes = [
         helper.make_node("Add", ["counter_in", "one"], ["counter_out"]),
         helper.make_node("Gather", ["sequence", "counter_in"], ["x_t"], axis=0),
-        helper.make_node("MatMul", ["x_t", "kernel"], ["xw"]),
-        helper.make_node("Add", ["xw", "bias"], ["xwb"]),
-        helper.make_node("MatMul", ["h_in", "recurrent_in"], ["hu"]),
-        helper.make_node("Add", ["xwb", "hu"], ["z"]),
-        helper.make_node("Tanh", ["z"], ["h_new"]),
+        *_cell(cell),
         helper.make_node("Identity", ["h_new"], ["h_out"]),
         helper.make_node("Identity", ["recurrent_in"], ["recurrent_out"]),
     ]
@@ -43,20 +72,22 @@ def _rnn_loop(trips: int = T, condition: str = "counter", last_step_only: bool =
          helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
          helper.make_tensor_value_info("counter_in", TensorProto.INT32, []),
          helper.make_tensor_value_info("h_in", TensorProto.FLOAT, ["N", UNITS]),
-         helper.make_tensor_value_info("recurrent_in", TensorProto.FLOAT, [UNITS, UNITS])],
+         helper.make_tensor_value_info("recurrent_in", TensorProto.FLOAT, [UNITS, gates * UNITS])],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          helper.make_tensor_value_info("counter_out", TensorProto.INT32, []),
          helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["N", UNITS]),
-         helper.make_tensor_value_info("recurrent_out", TensorProto.FLOAT, [UNITS, UNITS]),
+         helper.make_tensor_value_info("recurrent_out", TensorProto.FLOAT, [UNITS, gates * UNITS]),
          helper.make_tensor_value_info("h_new", TensorProto.FLOAT, ["N", UNITS])],
         [numpy_helper.from_array(np.array(1, np.int32), "one"), numpy_helper.from_array(np.array(trips, np.int32), "limit"),
-         numpy_helper.from_array(np.array(1e9, np.float32), "big")])
+         numpy_helper.from_array(np.array(1e9, np.float32), "big"),
+         numpy_helper.from_array(np.array(1, np.float32), "one_f")])
     inits = [numpy_helper.from_array(np.array(trips, np.int64), "trips"), numpy_helper.from_array(np.array(True), "go"),
              numpy_helper.from_array(np.array(0, np.int32), "zero"),
-             numpy_helper.from_array(rng.normal(size=(IN, UNITS)).astype(np.float32), "kernel"),
-             numpy_helper.from_array(rng.normal(size=(UNITS,)).astype(np.float32), "bias"),
-             numpy_helper.from_array(rng.normal(size=(UNITS, UNITS)).astype(np.float32) * 0.5, "recurrent"),
-             numpy_helper.from_array(np.zeros((1, UNITS), np.float32), "h0_row"),
+             numpy_helper.from_array(rng.normal(size=(IN, gates * UNITS)).astype(np.float32), "kernel"),
+             numpy_helper.from_array(rng.normal(size=(gates * UNITS,)).astype(np.float32), "bias"),
+             numpy_helper.from_array(rng.normal(size=(gates * UNITS,)).astype(np.float32), "recurrent_bias"),
+             numpy_helper.from_array(rng.normal(size=(UNITS, gates * UNITS)).astype(np.float32) * 0.5, "recurrent"),
+             numpy_helper.from_array(rng.normal(size=(1, UNITS)).astype(np.float32) * 0.5, "h0_row"),
              numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
              numpy_helper.from_array(np.array([2**31 - 1], np.int64), "end"),
              numpy_helper.from_array(np.array([0], np.int64), "axis0")]
@@ -143,7 +174,7 @@ def test_the_exporter_keeps_the_loop_when_the_unrolled_graph_differs(monkeypatch
 
     monkeypatch.setattr(unroll, "unroll_loops", wrong)
     kept, note = unrolled(model)
-    assert kept is model and "differed from the Loop" in note["loops"] and "Loop kept" in note["loops"]
+    assert kept is model and "unrolled graph differed by" in note["loops"] and "Loop kept" in note["loops"]
 
     def unloadable(graph_model):  # one ORT cannot open
         report = real(graph_model)
@@ -161,3 +192,54 @@ def test_ort_load_error_names_what_onnx_runtime_refuses():
     broken.graph.node[0].op_type = "NoSuchOp"
     reason = ort_load_error(broken)
     assert reason and "NoSuchOp" in reason and "\n" not in reason
+
+
+@pytest.mark.parametrize("last_step_only", [True, False])
+def test_a_gru_loop_becomes_one_onnx_gru_op(last_step_only):
+    model = _rnn_loop(cell="gru", last_step_only=last_step_only)
+    fused, note = fused_gru(model)
+    ops = [n.op_type for n in fused.graph.node]
+    assert ops.count("GRU") == 1 and "Loop" not in ops and "replaced by ONNX GRU (hidden 4)" in note["gru"], note
+    x = np.random.default_rng(0).random((3, T, IN), dtype=np.float32)
+    for before, after in zip(_run(model, x), _run(fused, x)):  # the final state and the output
+        np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+    assert len(fused.graph.initializer) < len(model.graph.initializer)  # the Loop's weights are gone
+    # the drift probe reads the GRU's state after t steps: the Loop's after t trips
+    assert drift.onnx_trip_count(fused.SerializeToString()) == T
+    one = x[:1]
+    for t in (1, 4):
+        stopped = copy.deepcopy(model)
+        stopped.graph.initializer.append(numpy_helper.from_array(np.array(t, np.int64), "t_trips"))
+        next(n for n in stopped.graph.node if n.op_type == "Loop").input[0] = "t_trips"
+        session = ort.InferenceSession(drift.onnx_probe(fused.SerializeToString(), t), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(session.run(None, {"x": one})[0].reshape(1, UNITS), _run(stopped, one)[0],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_a_loop_that_is_not_onnx_gru_is_kept():
+    swapped = _rnn_loop(cell="swapped-gru")  # a GRU's shapes and ops, another update rule
+    assert fuse.fuse_gru_loops(copy.deepcopy(swapped))[0]["fused"]  # the data flow matches ...
+    kept, note = fused_gru(swapped)
+    assert kept is swapped and "differed by" in note["gru"] and "Loop kept" in note["gru"]  # ... the numbers do not
+    simple = _rnn_loop()
+    report = fuse.fuse_gru_loops(copy.deepcopy(simple))
+    assert not report[0]["fused"] and "not a GRU's" in report[0]["why"]
+    assert fused_gru(simple) == (simple, {})
+
+
+def test_a_kept_loop_gets_its_carried_weights_as_body_initializers():
+    """What int8 does with a Loop that stays a Loop: the recurrent weights carried through it become body
+    initializers (quantizers only reach initializers), stored once, and the graph computes the same."""
+    from edgeseq.export.onnx import hoist_loop_constants
+
+    model = _rnn_loop()
+    hoisted = copy.deepcopy(model)
+    assert hoist_loop_constants(hoisted) == 1
+    loop = next(n for n in hoisted.graph.node if n.op_type == "Loop")
+    body = next(a.g for a in loop.attribute if a.name == "body")
+    assert len(loop.input) == 4  # trips, condition, counter, state: the weights no longer carried
+    assert [list(i.dims) for i in body.initializer if len(i.dims) == 2] == [[UNITS, UNITS]]
+    assert "recurrent" not in {i.name for i in hoisted.graph.initializer}
+    x = np.random.default_rng(2).random((2, T, IN), dtype=np.float32)
+    for before, after in zip(_run(model, x), _run(hoisted, x)):
+        np.testing.assert_allclose(after, before, rtol=1e-6)

@@ -9,6 +9,7 @@ The cell is found by its data flow, whatever ops a converter used for the bias s
 
 - one float state ``h`` carried through the loop (rank 2, free batch); other carried values are either
   handed on unchanged (the weights) or counters nobody reads after the loop;
+- nothing read from outside the loop but the sequence and constants (a mask would be);
 - one ``MatMul(x_t, W)`` with ``x_t = Gather(X, step)`` of a sequence ``X`` outside the loop, one
   ``MatMul(h, R)``, ``W`` (inputs, 3H) and ``R`` (H, 3H) constants; an ``Add`` of a constant right after
   either is its bias (evaluated here, split or squeezed as the converter left it);
@@ -113,6 +114,9 @@ def _match(node, graph, onnx) -> dict:
             raise _NoMatch("a matmul reads neither the step's input nor the state")
     if x_proj is None or h_proj is None:
         raise _NoMatch("no input and recurrent matmul pair")
+    others = {x for n in body.node for x in n.input if x and x not in inside} - {sequence}
+    if others:  # a mask, a second sequence: something a GRU op would not read
+        raise _NoMatch(f"the body also reads {sorted(others)[0]!r} from outside the loop")
     kernel, recurrent = (np.asarray(known[p.input[1]], np.float32) for p in (x_proj, h_proj))
     hidden = recurrent.shape[0]
     if recurrent.shape != (hidden, 3 * hidden) or kernel.shape[1] != 3 * hidden:

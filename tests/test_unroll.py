@@ -221,6 +221,14 @@ def test_a_loop_that_is_not_onnx_gru_is_kept():
     assert fuse.fuse_gru_loops(copy.deepcopy(swapped))[0]["fused"]  # the data flow matches ...
     kept, note = fused_gru(swapped)
     assert kept is swapped and "differed by" in note["gru"] and "Loop kept" in note["gru"]  # ... the numbers do not
+    gated = _rnn_loop(cell="gru")  # a GRU whose new state is also scaled by something computed outside
+    loop = next(n for n in gated.graph.node if n.op_type == "Loop")
+    body = next(a.g for a in loop.attribute if a.name == "body")
+    next(n for n in body.node if "h_new" in n.output).output[:] = ["h_raw"]
+    body.node.append(helper.make_node("Mul", ["h_raw", "gate"], ["h_new"]))
+    gated.graph.node.insert(list(gated.graph.node).index(loop), helper.make_node("Sigmoid", ["h0"], ["gate"]))
+    report = fuse.fuse_gru_loops(copy.deepcopy(gated))
+    assert not report[0]["fused"] and "reads 'gate' from outside the loop" in report[0]["why"], report
     simple = _rnn_loop()
     report = fuse.fuse_gru_loops(copy.deepcopy(simple))
     assert not report[0]["fused"] and "not a GRU's" in report[0]["why"]

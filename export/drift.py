@@ -5,7 +5,7 @@ artifact (the int8 one and the fp32 one, which verify has shown equal to Keras) 
 variables after step t:
 
 - TFLite: the WHILE condition's trip-count constant is set to t.
-- ONNX, unrolled loop (how edgeseq exports a SimpleRNN/GRU, :mod:`edgeseq.export.unroll`): the state after
+- ONNX, unrolled loop (how edgeseq exports an int8 SimpleRNN/GRU, :mod:`edgeseq.export.unroll`): the state after
   step t is a named tensor, made an output.
 - ONNX ``Loop``: its trip count M is set to t.
 - ONNX ``LSTM``/``GRU``/``RNN`` op (or ORT's ``DynamicQuantizeLSTM``): ``sequence_lens = [t]``, which makes

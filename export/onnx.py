@@ -21,6 +21,7 @@ OPSET = 17
 INPUT_NAME = "image"
 # Ops ORT's static quantizer leaves in float but its dynamic quantizer turns into integer kernels.
 DYNAMIC_ONLY_OPS = ("LSTM",)
+FUSED_OPS = ("GRU", "RNN")  # what fp32 makes of a GRU or SimpleRNN Loop (:mod:`edgeseq.export.fuse`)
 
 
 def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None = None,
@@ -37,12 +38,13 @@ def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None 
     reference = select.reference(model, selection) if integer else None
     with tempfile.TemporaryDirectory() as scratch:
         note = {}
-        if integer and fp32_path is not None and _has_op(fp32_path, "GRU"):
-            # ORT has no integer GRU kernel: quantizing the GRU op would leave the recurrence in float
-            fp32_path, note = None, {"from": "fp32 onnx with its GRU unrolled (ORT has no integer GRU kernel)"}
+        fused = [op for op in FUSED_OPS if integer and fp32_path is not None and _has_op(fp32_path, op)]
+        if fused:  # ORT has no integer GRU/RNN kernel: quantizing the op would leave the recurrence in float
+            ops = "/".join(fused)
+            fp32_path, note = None, {"from": f"fp32 onnx with its {ops} unrolled (ORT has no integer {ops} kernel)"}
         if fp32_path is None:
             fp32_path = Path(scratch) / "fp32.onnx"
-            convert_fp32(model, fp32_path, fuse_gru=not integer)
+            convert_fp32(model, fp32_path, fuse=not integer)
         return {**derive(fp32_path, out_path, quant, calibration, reference), **note}
 
 
@@ -51,16 +53,16 @@ def _has_op(path: Path, op_type: str) -> bool:
     return any(n.op_type == op_type for g in _graphs(onnx.load(str(path)).graph) for n in g.node)
 
 
-def convert_fp32(model, out_path: Path, fuse_gru: bool = True) -> dict:
-    """tf2onnx, then GRU loops as ONNX ``GRU`` ops (``fuse_gru``) and the other loops unrolled, each kept
-    only where it computes what the converter's graph computes."""
+def convert_fp32(model, out_path: Path, fuse: bool = True) -> dict:
+    """tf2onnx, then GRU and SimpleRNN loops as ONNX ``GRU``/``RNN`` ops (``fuse``) and the other loops
+    unrolled, each kept only where it computes what the converter's graph computes."""
     tf = require("tensorflow")
     tf2onnx = require("tf2onnx")
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     function = tf.function(lambda x: model(x, training=False))
     spec = [tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET)
-    proto, fused = fused_gru(proto) if fuse_gru else (proto, {})
+    proto, fused = fused_cells(proto) if fuse else (proto, {})
     proto, loops = unrolled(proto)
     slim(proto)
     with atomic_path(out_path) as tmp:
@@ -96,24 +98,25 @@ def _refused(original, candidate, inputs: int = 4) -> tuple[str | None, float]:
     return None, diff
 
 
-def fused_gru(proto) -> tuple[object, dict]:
-    """``proto`` with its GRU loops as ONNX ``GRU`` ops (:mod:`edgeseq.export.fuse`) when that computes what
-    the Loops compute; else ``proto`` itself. Returns (model, recipe note)."""
+def fused_cells(proto) -> tuple[object, dict]:
+    """``proto`` with its GRU and SimpleRNN loops as ONNX ``GRU``/``RNN`` ops (:mod:`edgeseq.export.fuse`)
+    when that computes what the Loops compute; else ``proto`` itself. Returns (model, recipe note)."""
     import copy
 
     from edgeseq.export import fuse
 
     candidate = copy.deepcopy(proto)
-    done = [r for r in fuse.fuse_gru_loops(candidate) if r["fused"]]
+    done = [r for r in fuse.fuse_loops(candidate) if r["fused"]]
     if not done:
         return proto, {}
+    ops = "/".join(sorted({r["op"] for r in done}))
     why, diff = _refused(proto, candidate)
     if why is not None:
-        return proto, {"gru": f"ONNX GRU op {why}: Loop kept"}
+        return proto, {"fused": f"ONNX {ops} op {why}: Loop kept"}
+    cells = ", ".join(f"{r['op']} (hidden {r['hidden_size']})" for r in done)
     loops = f"{len(done)} Loop{'s' if len(done) > 1 else ''}"
-    hidden = ", ".join(str(r["hidden_size"]) for r in done)
-    return candidate, {"gru": f"{loops} replaced by ONNX GRU (hidden {hidden}); outputs equal to the Loop's within "
-                              f"{diff:.1e} on random inputs"}
+    return candidate, {"fused": f"{loops} replaced by ONNX {cells}; outputs equal to the Loop's within {diff:.1e} "
+                                "on random inputs"}
 
 
 def unrolled(proto) -> tuple[object, dict]:

@@ -292,10 +292,11 @@ def test_int8_runs_the_recurrent_cell_on_integer_kernels(layer, tmp_path, splits
                 if attr.type == onnx.AttributeProto.GRAPH:
                     yield from initializers(attr.g)
 
-    if layer == "GRU":  # fp32 runs ORT's GRU kernel (one op); int8 the unrolled cell, its kernels integer
+    if layer in ("GRU", "SimpleRNN"):  # fp32 runs ORT's GRU/RNN kernel (one op); int8 the unrolled cell, integer
+        op = {"GRU": "GRU", "SimpleRNN": "RNN"}[layer]
         fp32_ops = {n.op_type for n in onnx.load(str(result.bundle_dir / entries["onnx-fp32"]["file"])).graph.node}
-        assert "GRU" in fp32_ops and "Loop" not in fp32_ops and "ONNX GRU" in entries["onnx-fp32"]["recipe"]["gru"]
-        assert "GRU unrolled" in entries["onnx-int8"]["recipe"]["from"]
+        assert op in fp32_ops and "Loop" not in fp32_ops and f"ONNX {op}" in entries["onnx-fp32"]["recipe"]["fused"]
+        assert f"{op} unrolled" in entries["onnx-int8"]["recipe"]["from"]
     entry = entries["onnx-int8"]
     model = onnx.load(str(result.bundle_dir / entry["file"]))
     eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)

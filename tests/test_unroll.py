@@ -1,5 +1,5 @@
-"""ONNX Loops (what tf2onnx makes of a SimpleRNN/GRU): unrolled (same outputs, weights once, named states) or,
-for a GRU cell, replaced by ONNX's GRU op (same outputs, else the Loop stays)."""
+"""ONNX Loops (what tf2onnx makes of a SimpleRNN/GRU): unrolled (same outputs, weights once, named states) or
+replaced by ONNX's GRU or RNN op (same outputs, else the Loop stays)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgeseq.export import drift, fuse, unroll  # noqa: E402
-from edgeseq.export.onnx import fused_gru, ort_load_error, unrolled  # noqa: E402
+from edgeseq.export.onnx import fused_cells, ort_load_error, unrolled  # noqa: E402
 
 T, IN, UNITS = 6, 3, 4
 
@@ -21,13 +21,14 @@ T, IN, UNITS = 6, 3, 4
 def _cell(cell: str) -> list:
     """Body nodes from ``x_t``, ``h_in`` and the weights to ``h_new``: a SimpleRNN, or a GRU as tf2onnx leaves
     a Keras 3 one (bias added after each matmul, gates split; the reset gate after the recurrent matmul).
-    "swapped-gru" mixes the old state and the candidate the other way round: a GRU's shapes, not ONNX's GRU."""
-    if cell == "simple":
+    "swapped-gru" mixes the old state and the candidate the other way round: a GRU's shapes, not ONNX's GRU;
+    "linear" is a SimpleRNN without an activation, which ONNX's RNN op does not have."""
+    if cell in ("simple", "linear"):
         return [helper.make_node("MatMul", ["x_t", "kernel"], ["xw"]),
                 helper.make_node("Add", ["xw", "bias"], ["xwb"]),
                 helper.make_node("MatMul", ["h_in", "recurrent_in"], ["hu"]),
-                helper.make_node("Add", ["xwb", "hu"], ["z"]),
-                helper.make_node("Tanh", ["z"], ["h_new"])]
+                helper.make_node("Add", ["xwb", "hu"], ["z" if cell == "simple" else "h_new"]),
+                *([helper.make_node("Tanh", ["z"], ["h_new"])] if cell == "simple" else [])]
     keep, mix = ("z", "one_minus_z") if cell == "gru" else ("one_minus_z", "z")
     return [helper.make_node("MatMul", ["x_t", "kernel"], ["xw"]),
             helper.make_node("Add", ["xw", "bias"], ["xwb"]),
@@ -53,7 +54,7 @@ def _rnn_loop(trips: int = T, condition: str = "counter", last_step_only: bool =
     through it (the input kernel read from outside), a counter and a condition, the state and a per-step
     scan output."""
     rng = np.random.default_rng(1)
-    gates = 1 if cell == "simple" else 3
+    gates = 1 if cell in ("simple", "linear") else 3
     body_nodes = [
         helper.make_node("Add", ["counter_in", "one"], ["counter_out"]),
         helper.make_node("Gather", ["sequence", "counter_in"], ["x_t"], axis=0),
@@ -194,17 +195,18 @@ def test_ort_load_error_names_what_onnx_runtime_refuses():
     assert reason and "NoSuchOp" in reason and "\n" not in reason
 
 
+@pytest.mark.parametrize("cell, op", [("gru", "GRU"), ("simple", "RNN")])
 @pytest.mark.parametrize("last_step_only", [True, False])
-def test_a_gru_loop_becomes_one_onnx_gru_op(last_step_only):
-    model = _rnn_loop(cell="gru", last_step_only=last_step_only)
-    fused, note = fused_gru(model)
+def test_a_gru_or_simple_rnn_loop_becomes_one_onnx_op(cell, op, last_step_only):
+    model = _rnn_loop(cell=cell, last_step_only=last_step_only)
+    fused, note = fused_cells(model)
     ops = [n.op_type for n in fused.graph.node]
-    assert ops.count("GRU") == 1 and "Loop" not in ops and "replaced by ONNX GRU (hidden 4)" in note["gru"], note
+    assert ops.count(op) == 1 and "Loop" not in ops and f"replaced by ONNX {op} (hidden 4)" in note["fused"], note
     x = np.random.default_rng(0).random((3, T, IN), dtype=np.float32)
     for before, after in zip(_run(model, x), _run(fused, x)):  # the final state and the output
         np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
     assert len(fused.graph.initializer) < len(model.graph.initializer)  # the Loop's weights are gone
-    # the drift probe reads the GRU's state after t steps: the Loop's after t trips
+    # the drift probe reads the op's state after t steps: the Loop's after t trips
     assert drift.onnx_trip_count(fused.SerializeToString()) == T
     one = x[:1]
     for t in (1, 4):
@@ -216,23 +218,23 @@ def test_a_gru_loop_becomes_one_onnx_gru_op(last_step_only):
                                    rtol=1e-5, atol=1e-6)
 
 
-def test_a_loop_that_is_not_onnx_gru_is_kept():
+def test_a_loop_that_is_not_onnx_gru_or_rnn_is_kept():
     swapped = _rnn_loop(cell="swapped-gru")  # a GRU's shapes and ops, another update rule
-    assert fuse.fuse_gru_loops(copy.deepcopy(swapped))[0]["fused"]  # the data flow matches ...
-    kept, note = fused_gru(swapped)
-    assert kept is swapped and "differed by" in note["gru"] and "Loop kept" in note["gru"]  # ... the numbers do not
+    assert fuse.fuse_loops(copy.deepcopy(swapped))[0]["fused"]  # the data flow matches ...
+    kept, note = fused_cells(swapped)
+    assert kept is swapped and "differed by" in note["fused"] and "Loop kept" in note["fused"]  # ... the numbers do not
     gated = _rnn_loop(cell="gru")  # a GRU whose new state is also scaled by something computed outside
     loop = next(n for n in gated.graph.node if n.op_type == "Loop")
     body = next(a.g for a in loop.attribute if a.name == "body")
     next(n for n in body.node if "h_new" in n.output).output[:] = ["h_raw"]
     body.node.append(helper.make_node("Mul", ["h_raw", "gate"], ["h_new"]))
     gated.graph.node.insert(list(gated.graph.node).index(loop), helper.make_node("Sigmoid", ["h0"], ["gate"]))
-    report = fuse.fuse_gru_loops(copy.deepcopy(gated))
+    report = fuse.fuse_loops(copy.deepcopy(gated))
     assert not report[0]["fused"] and "reads 'gate' from outside the loop" in report[0]["why"], report
-    simple = _rnn_loop()
-    report = fuse.fuse_gru_loops(copy.deepcopy(simple))
-    assert not report[0]["fused"] and "not a GRU's" in report[0]["why"]
-    assert fused_gru(simple) == (simple, {})
+    linear = _rnn_loop(cell="linear")
+    report = fuse.fuse_loops(copy.deepcopy(linear))
+    assert not report[0]["fused"] and "comes from Add, not one of ONNX RNN's" in report[0]["why"], report
+    assert fused_cells(linear) == (linear, {})
 
 
 def test_a_kept_loop_gets_its_carried_weights_as_body_initializers():

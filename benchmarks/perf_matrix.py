@@ -269,6 +269,12 @@ def _model_rows(name, bundle_dir, entries, p50, macs, peak1, floor) -> dict:
                           f"{t1:.0f} µs before any arithmetic")
             if not row["meets_2x"]:
                 row["why"] += f", against {min(same):.1f} µs for the whole fastest {quant} artifact"
+            if quant == "int8" and not row["meets_int8_half"] and f"{fmt}-fp32" in entries:
+                _, fp32_kernels = onnx_profile(bundle_dir / entries[f"{fmt}-fp32"]["file"])
+                row["why"] += f"; fp32 launches {fp32_kernels:.0f}"
+                source = (entry.get("recipe") or {}).get("from", "")
+                if "unrolled" in source:  # the fp32 file runs a GRU/RNN op; int8 cannot
+                    row["why"] += f" (int8 is made from the {source})"
             launches = loop_node_launches(bundle_dir / entry["file"])
             if launches:
                 row["why"] += (f"; its Loop runs {launches[0]} body nodes one by one, {launches[1]} times, and "

@@ -38,7 +38,7 @@ def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None 
     reference = select.reference(model, selection) if integer else None
     with tempfile.TemporaryDirectory() as scratch:
         note = {}
-        fused = [op for op in FUSED_OPS if integer and fp32_path is not None and _has_op(fp32_path, op)]
+        fused = [op for op in FUSED_OPS if op in _op_types(fp32_path)] if integer and fp32_path is not None else []
         if fused:  # ORT has no integer GRU/RNN kernel: quantizing the op would leave the recurrence in float
             ops = "/".join(fused)
             fp32_path, note = None, {"from": f"fp32 onnx with its {ops} unrolled (ORT has no integer {ops} kernel)"}
@@ -48,9 +48,10 @@ def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None 
         return {**derive(fp32_path, out_path, quant, calibration, reference), **note}
 
 
-def _has_op(path: Path, op_type: str) -> bool:
+def _op_types(path: Path) -> set[str]:
+    """Every op type in the model at ``path``, Loop bodies included."""
     onnx = require("onnx")
-    return any(n.op_type == op_type for g in _graphs(onnx.load(str(path)).graph) for n in g.node)
+    return {n.op_type for g in _graphs(onnx.load(str(path)).graph) for n in g.node}
 
 
 def convert_fp32(model, out_path: Path, fuse: bool = True) -> dict:

@@ -61,13 +61,13 @@ def _constants(graph) -> dict:
             continue
         values = [consts.get(x) for x in node.input if x]
         if node.op_type != "Loop" and node.input and all(v is not None for v in values):
-            folded = _fold(node, [consts[x] if x else None for x in node.input])
+            folded = fold(node, [consts[x] if x else None for x in node.input])
             if folded is not None:
                 consts.update(zip(node.output, folded))
     return consts
 
 
-def _fold(node, values: list, limit: int = _FOLD_MAX_ELEMENTS) -> list | None:
+def fold(node, values: list, limit: int = _FOLD_MAX_ELEMENTS) -> list | None:
     """Evaluate ``node`` on known values of at most ``limit`` elements (counters, shapes, conditions); None
     when they are larger or the reference evaluator cannot."""
     if any(v is not None and np.asarray(v).size > limit for v in values):
@@ -206,7 +206,7 @@ class _Unroller:
                     continue
                 known = [values.get(x) if x else None for x in n.input]
                 if all(v is not None or not x for v, x in zip(known, n.input)):
-                    folded = _fold(n, known)
+                    folded = fold(n, known)
                     if folded is not None:
                         values.update(zip(n.output, folded))
                         for o in n.output:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/export_matrix.py " + shlex.join(sys.argv[1:] if argv is None else argv)
 
     from edgeseq.export.bundle import drift_stem, export_bundle
-    from edgeseq.verify import verify
+    from edgeseq.verify import verify, write_report
 
     source = locate(args.data_dir)
     train, test = load_split("train", source=source), load_split("test", source=source)
@@ -44,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         run = args.runs / name
         started = time.perf_counter()
-        result = export_bundle(run, formats=list(Format), quants=list(Quant), train_split=train, test_split=test)
+        result = export_bundle(run, formats=list(Format), quants=list(Quant), train_split=train, test_split=test,
+                               force=True)
         exported = time.perf_counter() - started
         report = verify(result.bundle_dir, data_dir=args.data_dir)
+        write_report(report, result.bundle_dir)
         total = time.perf_counter() - started
         models[name] = {"model": name, "export_seconds": round(exported, 1), "export_verify_seconds": round(total, 1),
                         "passed": report["passed"], "evaluated_on": report["evaluated_on"],

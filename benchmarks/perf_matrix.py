@@ -20,6 +20,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from edgeseq.schema import to_json
 from edgeseq import atomic, bench, bundle as bundles
 from edgeseq.fingerprint import device
 from edgeseq.report import markdown_table
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     models = []
     for name in args.models:
         bundle_dir = args.runs_dir / name / "bundle"
-        manifest = bundles.read_manifest(bundle_dir)
+        manifest = to_json(bundles.read_manifest(bundle_dir))
         p50 = {}
         for repeat in range(args.repeats):
             for threads in (1, 2, None):

@@ -9,6 +9,7 @@ peak memory come from a fresh process (:mod:`edgeseq.coldstart`). Accuracy and a
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,9 +24,10 @@ import numpy as np
 from edgeseq import __version__, bundle as bundles, metrics, parity
 from edgeseq.card import output_spec_for_shape
 from edgeseq.data import load_split, locate
-from edgeseq.errors import DataError, EdgeseqError, InvalidValueError, ModelError
+from edgeseq.errors import DataError, EdgeseqError, InvalidValueError, ModelError, OutputError
 from edgeseq.fingerprint import device, warnings
 from edgeseq.runtimes import open_runner
+from edgeseq.schema import Artifact, BenchReport, parse_document, read_document, validated, write_document
 
 SCHEMA = "edgeseq.bench/1"
 ARTIFACT_SUFFIXES = (".tflite", ".onnx")
@@ -48,8 +50,10 @@ class BenchConfig:
             raise InvalidValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
         if self.warmup < 0 or self.runs < 1:
             raise InvalidValueError(f"warmup must be >= 0 and runs >= 1, got {self.warmup} and {self.runs}")
-        if self.seconds is not None and self.seconds <= 0:
-            raise InvalidValueError(f"seconds must be > 0, got {self.seconds}")
+        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise InvalidValueError(f"seconds must be a finite number > 0, got {self.seconds}")
+        if not (math.isfinite(self.max_cv) and self.max_cv >= 0):
+            raise InvalidValueError(f"max_cv must be a finite number >= 0, got {self.max_cv}")
         if self.threads is not None and self.threads < 1:
             raise InvalidValueError(f"threads must be >= 1, got {self.threads}")
 
@@ -61,7 +65,8 @@ class Target:
     id: str
     path: Path
     bundle_dir: Path | None
-    entry: dict | None  # its manifest entry
+    entry: Artifact | None  # its manifest entry
+    quant: str | None = None
 
     @property
     def format(self) -> str:
@@ -71,7 +76,8 @@ class Target:
 def collect_targets(paths: list[str | Path], keras: bool = False) -> list[Target]:
     """Bundle directories expand to their produced artifacts (and, with ``keras``, the Keras original they
     came from, first); a file is benched alone (with its bundle's manifest when it sits in one). Missing
-    paths and foreign files are errors naming them."""
+    paths and foreign files are errors naming them; a bundle's artifacts are checked against its manifest
+    (size, SHA-256, inside the bundle) before anything runs."""
     targets: list[Target] = []
     for raw in paths:
         path = Path(raw)
@@ -80,30 +86,23 @@ def collect_targets(paths: list[str | Path], keras: bool = False) -> list[Target
         if path.is_dir():
             manifest = bundles.read_manifest(path)
             if keras:
-                targets.append(_keras_target(path, manifest))
-            for entry in bundles.ok_artifacts(manifest):
-                targets.append(Target(entry["id"], path / entry["file"], path, entry))
+                targets.append(Target("keras", bundles.source_model(manifest), path, None, "fp32"))
+            for entry, file in zip(manifest.ok_artifacts(), bundles.check_artifacts(path, manifest)):
+                targets.append(Target(entry.id, file, path, entry, entry.quant.value))
             continue
         if path.suffix not in ARTIFACT_SUFFIXES:
             raise ModelError(f"{path} is neither a bundle directory nor a .tflite/.onnx artifact")
         entry = None
-        if (path.parent / bundles.MANIFEST).is_file():
+        if bundles.is_bundle(path.parent):
             manifest = bundles.read_manifest(path.parent)
-            entry = next((a for a in manifest["artifacts"] if a["file"] == path.name), None)
-        targets.append(Target(entry["id"] if entry else path.name, path, path.parent if entry else None, entry))
+            entry = next((a for a in manifest.ok_artifacts() if a.file == path.name), None)
+            if entry is not None:
+                bundles.artifact_path(path.parent, entry)
+        targets.append(Target(entry.id if entry else path.name, path, path.parent if entry else None, entry,
+                              entry.quant.value if entry else None))
     if not targets:
         raise ModelError("nothing to bench: the bundle has no produced artifacts")
     return targets
-
-
-def _keras_target(bundle_dir: Path, manifest: dict) -> Target:
-    source = manifest["source"]
-    path = Path(source["model"])
-    if not path.is_file():
-        raise ModelError(f"--keras: the bundle's source model {path} is not on this machine")
-    if bundles.sha256_file(path) != source["sha256"]:
-        raise ModelError(f"--keras: {path} has changed since the bundle was exported (SHA-256 differs)")
-    return Target("keras", path, bundle_dir, {"id": "keras", "quant": "fp32"})
 
 
 def latency_stats(samples_ns: np.ndarray, batch: int) -> dict:
@@ -160,8 +159,8 @@ def _accuracy(target: Target, runner, data_dir, cache: dict) -> dict:
             from edgeseq.verify import evaluation_set
 
             manifest = bundles.read_manifest(target.bundle_dir)
-            cache[key] = (manifest["output"]["kind"],
-                          *evaluation_set(manifest, bundles.read_reference(target.bundle_dir), data_dir))
+            cache[key] = (manifest.kind,
+                          *evaluation_set(manifest, bundles.read_reference(target.bundle_dir, manifest), data_dir))
         kind, images, digits, keras_outputs, described = cache[key]
         outputs = runner.run(images, batch=1).reshape(keras_outputs.shape)
         result = parity.compare(kind, outputs, keras_outputs, digits)
@@ -171,7 +170,7 @@ def _accuracy(target: Target, runner, data_dir, cache: dict) -> dict:
     except DataError as exc:
         return {"error": f"no bundle and no MNIST: accuracy not measured ({exc})"}
     outputs = runner.run(test.images, batch=1)
-    scores = metrics.score_outputs(output_spec_for_shape(outputs.shape[1:])["kind"], outputs, test.labels)
+    scores = metrics.score_outputs(output_spec_for_shape(outputs.shape[1:]).kind, outputs, test.labels)
     return {"evaluated_on": f"MNIST test set ({len(test):,} images)", "examples": len(test), "agreement": None,
             "accuracy": scores.get("accuracy", scores.get("word_accuracy")), "keras_accuracy": None}
 
@@ -204,7 +203,7 @@ def bench(paths: list[str | Path], config: BenchConfig | None = None, *, data_di
 
 def _bench_one(target: Target, config: BenchConfig, data_dir, cache: dict) -> dict:
     row = {"id": target.id, "file": str(target.path), "format": target.format,
-           "quant": (target.entry or {}).get("quant"), "bytes": target.path.stat().st_size,
+           "quant": target.quant, "bytes": target.path.stat().st_size,
            "bundle": str(target.bundle_dir) if target.bundle_dir else None}
     try:
         runner = open_runner(target.path, threads=config.threads, provider=config.provider)
@@ -239,46 +238,87 @@ def p50(row: dict, batch: int = 1) -> float | None:
     return next((s["p50_us"] for s in row.get("latency", []) if s.get("batch") == batch and "p50_us" in s), None)
 
 
-def compare(before: dict, after: dict, slower: float = 0.10, accuracy_drop: float = 0.002) -> dict:
+def read_report(path: str | Path) -> BenchReport:
+    """A ``bench.json``, validated (a malformed field is one line naming it)."""
+    return read_document(path, BenchReport)
+
+
+def compare(before: BenchReport | dict, after: BenchReport | dict, slower: float = 0.10, accuracy_drop: float = 0.002) -> dict:
     """What changed between two bench reports, artifact by artifact (matched by id); regressions flagged:
-    p50 slower by more than ``slower`` (fraction) or accuracy lower by more than ``accuracy_drop``."""
-    for report in (before, after):
-        if report.get("schema") != SCHEMA:
-            raise ModelError(f"not an edgeseq bench report (schema {SCHEMA!r} expected)")
-    old = {r["id"]: r for r in before["artifacts"]}
+    p50 slower by more than ``slower`` (fraction) or accuracy lower by more than ``accuracy_drop``.
+    Reports that share no artifact cannot be compared (:class:`DataError`)."""
+    before, after = (r if isinstance(r, BenchReport) else parse_document(BenchReport, r, "bench report") for r in (before, after))
+    old = {r.id: r for r in before.artifacts}
+    new = {r.id: r for r in after.artifacts}
+    shared = [i for i in new if i in old]
+    if not shared:
+        raise DataError(f"the two bench reports share no artifact (before: {', '.join(old) or 'none'}; "
+                        f"after: {', '.join(new) or 'none'})")
     rows = []
-    for row in after["artifacts"]:
-        if row["id"] not in old:
-            continue
-        prev = old[row["id"]]
-        a, b = p50(prev), p50(row)
-        acc_a = (prev.get("accuracy") or {}).get("accuracy")
-        acc_b = (row.get("accuracy") or {}).get("accuracy")
+    for artifact_id in shared:
+        prev, row = old[artifact_id], new[artifact_id]
+        a, b = prev.p50(), row.p50()
+        acc_a, acc_b = prev.accuracy_value(), row.accuracy_value()
         change = (b - a) / a if a and b else None
         regressions = []
         if change is not None and change > slower:
             regressions.append(f"p50 {a:.0f} -> {b:.0f} us (+{change:.0%})")
         if acc_a is not None and acc_b is not None and acc_a - acc_b > accuracy_drop:
             regressions.append(f"accuracy {acc_a:.2%} -> {acc_b:.2%}")
-        rows.append({"id": row["id"], "p50_before_us": a, "p50_after_us": b, "p50_change": change,
-                     "accuracy_before": acc_a, "accuracy_after": acc_b, "regressions": regressions})
-    return {"before": {"device": before["device"].get("cpu"), "created": before.get("created")},
-            "after": {"device": after["device"].get("cpu"), "created": after.get("created")},
-            "only_before": sorted(set(old) - {r["id"] for r in after["artifacts"]}),
-            "only_after": sorted({r["id"] for r in after["artifacts"]} - set(old)),
-            "rows": rows, "regressed": any(r["regressions"] for r in rows)}
+        unmeasured = [f"{side}: {p}" for side, r in (("before", prev), ("after", row)) for p in r.problems()]
+        if a is None or b is None:
+            unmeasured.append("no batch-1 p50 on both sides")
+        rows.append({"id": artifact_id, "p50_before_us": a, "p50_after_us": b, "p50_change": change,
+                     "accuracy_before": acc_a, "accuracy_after": acc_b, "regressions": regressions,
+                     "unmeasured": unmeasured})
+    only_before, only_after = sorted(set(old) - set(new)), sorted(set(new) - set(old))
+    return {"before": {"device": before.device.get("cpu"), "created": before.created},
+            "after": {"device": after.device.get("cpu"), "created": after.created},
+            "only_before": only_before, "only_after": only_after, "rows": rows,
+            "regressed": any(r["regressions"] for r in rows),
+            "complete": not only_before and not only_after and not any(r["unmeasured"] for r in rows)}
+
+
+def problems(report: dict) -> list[str]:
+    """'artifact: what was not measured' for every artifact of a bench report."""
+    checked = validated(BenchReport, report)
+    return [f"{row.id}: {p}" for row in checked.artifacts for p in row.problems()]
+
+
+REPORT_JSON, REPORT_MD = "bench.json", "bench.md"
+PARTIAL_JSON, PARTIAL_MD = "bench.partial.json", "bench.partial.md"
 
 
 def write_report(report: dict, out_dir: str | Path) -> list[Path]:
-    """bench.json, bench.md and (when matplotlib is installed) latency.png and accuracy_latency.png."""
+    """bench.json, bench.md and (when matplotlib is installed) latency.png and accuracy_latency.png.
+
+    An interrupted run is written as bench.partial.json / .md beside the last complete report, which it
+    never replaces; a complete run removes any partial one."""
     from edgeseq import atomic
     from edgeseq.report import bench_markdown
 
     out_dir = Path(out_dir)
-    files = [atomic.write_json(out_dir / "bench.json", report), atomic.write_text(out_dir / "bench.md", bench_markdown(report))]
+    partial = bool(report.get("interrupted"))
+    document = validated(BenchReport, {**report, "partial": partial})
+    names = (PARTIAL_JSON, PARTIAL_MD) if partial else (REPORT_JSON, REPORT_MD)
+    files = [write_document(out_dir / names[0], document)]
+    try:
+        files.append(atomic.write_text(out_dir / names[1], bench_markdown(report)))
+        if partial:
+            return files
+        for stale in (PARTIAL_JSON, PARTIAL_MD):
+            (out_dir / stale).unlink(missing_ok=True)
+        files += _plots(report, out_dir)
+    except OSError as exc:
+        raise OutputError(f"cannot write the bench report in {out_dir} ({exc.strerror or exc})") from None
+    return files
+
+
+def _plots(report: dict, out_dir: Path) -> list[Path]:
     rows = [r for r in report["artifacts"] if r.get("latency") and "samples_us" in r["latency"][0]]
     if not rows:
-        return files
+        return []
+    files = []
     try:
         from edgeseq import plots
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeseq import labels
-from edgeseq.documents import read_document
 from edgeseq.errors import ModelError
+from edgeseq.schema import Card, OutputSpec, read_document
 
-SCHEMA = "edgeseq.card/1"
+SCHEMA = Card.SCHEMA
 CARD_NAME = "card.json"
 
 # How a camera frame or an MNIST file becomes a model input (the webcam loop follows this).
@@ -43,13 +43,13 @@ def spell_output() -> dict:
     }
 
 
-def output_spec_for_shape(shape: tuple) -> dict:
+def output_spec_for_shape(shape: tuple) -> OutputSpec:
     """Output meaning of a model with no card, from its output shape (batch dimension excluded)."""
     shape = tuple(int(d) if d is not None else None for d in shape)
     if shape == (10,):
-        return classify_output()
+        return OutputSpec(**classify_output())
     if shape == (labels.WORD_LEN, len(labels.VOCAB)):
-        return spell_output()
+        return OutputSpec(**spell_output())
     raise ModelError(
         f"cannot tell what output shape {shape} means: expected (10,) digit probabilities or "
         f"({labels.WORD_LEN}, {len(labels.VOCAB)}) character probabilities; add a card.json beside the model"
@@ -62,5 +62,6 @@ def find_card(model_path: str | Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def read_card(path: str | Path) -> dict:
-    return read_document(path, SCHEMA, ("input", "output", "preprocessing"), "model card")
+def read_card(path: str | Path) -> Card:
+    """``card.json``, validated: a malformed field is one :class:`~edgeseq.errors.DocumentError` line."""
+    return read_document(path, Card)

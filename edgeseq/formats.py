@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -56,6 +57,9 @@ class Thresholds:
     int8_min_mac_share: float = 0.95  # share of multiply-accumulates done in int8
 
     def __post_init__(self):
+        for name, value in self.__dict__.items():
+            if not math.isfinite(value):
+                raise InvalidValueError(f"{name} must be a finite number, got {value}")
         for name in ("fp32_agreement", "reduced_agreement", "int8_agreement", "int8_min_mac_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InvalidValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgeseq import atomic
+from datetime import datetime, timezone
+
+from edgeseq import __version__, atomic
 from edgeseq.report import human_bytes, markdown_table
+from edgeseq.schema import PipelineReport, validated, write_document
 
 QUICK_EPOCHS = 1
 
@@ -86,15 +89,16 @@ def run_pipeline(model: str, *, out_dir: str | Path | None = None, quick: bool =
 
     say("export tflite and onnx x fp32, fp16, dynamic, int8 (each conversion in its own process)")
     started = time.perf_counter()
-    exported = export_bundle(model_path, formats=list(Format), quants=list(Quant), out_dir=run_dir / "bundle",
+    exported = export_bundle(model_path, formats=list(Format), quants=list(Quant), out_dir=run_dir / "bundle", force=True,
                              train_split=train_split, test_split=test_split)
     seconds["export"] = round(time.perf_counter() - started, 1)
 
-    from edgeseq.verify import verify
+    from edgeseq.verify import verify, write_report
 
     say("verify every artifact against the original")
     started = time.perf_counter()
     verification = verify(exported.bundle_dir, data_dir=data_dir)
+    write_report(verification, exported.bundle_dir)
     seconds["verify"] = round(time.perf_counter() - started, 1)
 
     from edgeseq import bench
@@ -109,7 +113,25 @@ def run_pipeline(model: str, *, out_dir: str | Path | None = None, quick: bool =
     verdict, passed = _verdict(verification, benched)
     report_path = atomic.write_text(run_dir / "report.md", _report(name, run_dir, evaluation, verification, benched,
                                                                    verdict, seconds, quick))
+    write_document(run_dir / "pipeline.json", _document(name, run_dir, evaluation, verification, benched, verdict,
+                                                        passed, seconds, quick))
     return PipelineResult(run_dir, report_path, verdict, passed, seconds)
+
+
+def _document(name, run_dir: Path, evaluation, verification, benched, verdict, passed, seconds, quick) -> PipelineReport:
+    """report.md's facts as a typed document a program can read (pipeline.json)."""
+    latency = _p50(benched)
+    rows = [{"id": r["id"], "bytes": r.get("bytes"), "agreement": (r.get("parity") or {}).get("agreement"),
+             "accuracy_delta": (r.get("parity") or {}).get("accuracy_delta"),
+             "int8_mac_share": (r.get("coverage") or {}).get("int8_mac_share"), "p50_us": latency.get(r["id"]),
+             "passed": r["passed"], "reason": r["reasons"][0] if r["reasons"] else None}
+            for r in verification["artifacts"]]
+    files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and "tensorboard" not in p.parts)
+    return validated(PipelineReport, {
+        "schema": PipelineReport.SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "edgeseq": __version__, "model": name, "quick": quick, "verdict": verdict, "passed": passed,
+        "seconds": seconds, "metrics": {k: float(v) for k, v in evaluation.metrics.items()},
+        "artifacts": rows, "files": files + ["pipeline.json"]})
 
 
 def _p50(benched: dict) -> dict[str, float]:

@@ -14,17 +14,18 @@ import numpy as np
 
 from edgeseq import __version__, atomic, bundle as bundles, parity
 from edgeseq.data import load_split, locate
-from edgeseq.errors import DataError, EdgeseqError
+from edgeseq.errors import DataError, EdgeseqError, OutputError
 from edgeseq.fingerprint import host
-from edgeseq.formats import Thresholds
+from edgeseq.formats import Quant, Thresholds
 from edgeseq.report import verify_markdown
 from edgeseq.runtimes import open_runner
+from edgeseq.schema import Artifact, Manifest, VerifyReport, validated, write_document
 
 REPORT_JSON = "verify.json"
 REPORT_MD = "verify.md"
 
 
-def evaluation_set(manifest: dict, reference: bundles.Reference, data_dir=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+def evaluation_set(manifest: Manifest, reference: bundles.Reference, data_dir=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """(images, digits, keras outputs, description): the full test split when it matches, else the slice."""
     why = "no MNIST found here"
     if reference.test_outputs is not None:
@@ -40,55 +41,61 @@ def evaluation_set(manifest: dict, reference: bundles.Reference, data_dir=None) 
 
 
 def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | None = None,
-           threads: int | None = None, write: bool = True, on_artifact=None) -> dict:
-    """Check every artifact of ``bundle_dir``; returns the report (and writes verify.json / verify.md)."""
+           threads: int | None = None, on_artifact=None) -> dict:
+    """Check every artifact of ``bundle_dir``; returns the report (see :func:`write_report`).
+
+    The manifest, the reference set and every artifact's size and SHA-256 are checked before anything
+    runs: a bundle that was changed since export is refused (:class:`~edgeseq.errors.IntegrityError`)."""
     bundle_dir = Path(bundle_dir)
     thresholds = thresholds or Thresholds()
     manifest = bundles.read_manifest(bundle_dir)
-    reference = bundles.read_reference(bundle_dir)
+    reference = bundles.read_reference(bundle_dir, manifest)
+    paths = dict(zip((a.id for a in manifest.ok_artifacts()), bundles.check_artifacts(bundle_dir, manifest)))
     images, digits, keras_outputs, described = evaluation_set(manifest, reference, data_dir)
-    kind = manifest["output"]["kind"]
-    fp32_sizes = {a["format"]: a["bytes"] for a in manifest["artifacts"] if a["quant"] == "fp32" and a.get("status") == "ok"}
+    fp32_sizes = {a.format: a.bytes for a in manifest.ok_artifacts() if a.quant is Quant.fp32}
     rows = []
-    for entry in manifest["artifacts"]:
-        row = {"id": entry["id"], "format": entry["format"], "quant": entry["quant"], "file": entry["file"],
-               "bytes": entry.get("bytes"), "coverage": entry.get("coverage"), "notes": entry.get("notes", []),
-               "recipe": entry.get("recipe"), "thresholds": thresholds.for_quant(entry["quant"])}
-        if entry.get("bytes") and fp32_sizes.get(entry["format"]):
-            row["size_vs_fp32"] = round(entry["bytes"] / fp32_sizes[entry["format"]], 3)
-        if entry.get("status") != "ok":
-            rows.append({**row, "status": "failed", "passed": False, "reasons": [f"not produced: {entry.get('error')}"]})
+    for entry in manifest.artifacts:
+        row = {"id": entry.id, "format": entry.format.value, "quant": entry.quant.value, "file": entry.file,
+               "bytes": entry.bytes, "coverage": entry.coverage, "notes": list(entry.notes),
+               "recipe": entry.recipe, "thresholds": thresholds.for_quant(entry.quant)}
+        if entry.bytes and fp32_sizes.get(entry.format):
+            row["size_vs_fp32"] = round(entry.bytes / fp32_sizes[entry.format], 3)
+        if not entry.ok:
+            rows.append({**row, "status": "failed", "passed": False, "reasons": [f"not produced: {entry.error}"]})
         else:
-            rows.append(_check(bundle_dir, entry, row, kind, images, digits, keras_outputs, thresholds, threads))
+            rows.append(_check(paths[entry.id], entry, row, manifest.kind, images, digits, keras_outputs, thresholds, threads))
         if on_artifact:
             on_artifact(rows[-1])
     report = {
-        "schema": "edgeseq.verify/1",
+        "schema": VerifyReport.SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "edgeseq": __version__,
         "bundle": str(bundle_dir),
-        "model": manifest["source"].get("name"),
-        "kind": kind,
+        "model": manifest.source.name,
+        "kind": manifest.kind,
         "evaluated_on": described,
         "examples": int(len(digits)),
         "host": host(),
         "passed": all(r["passed"] for r in rows),
         "artifacts": rows,
     }
-    if write:
-        atomic.write_json(bundle_dir / REPORT_JSON, report)
-        atomic.write_text(bundle_dir / REPORT_MD, verify_markdown(report))
+    validated(VerifyReport, report)
     return report
 
 
-def _check(bundle_dir: Path, entry: dict, row: dict, kind: str, images, digits, keras_outputs,
+def write_report(report: dict, out_dir: str | Path) -> list[Path]:
+    """verify.json (validated) and verify.md in ``out_dir``, each written atomically."""
+    out_dir = Path(out_dir)
+    files = [write_document(out_dir / REPORT_JSON, validated(VerifyReport, report))]
+    try:
+        files.append(atomic.write_text(out_dir / REPORT_MD, verify_markdown(report)))
+    except OSError as exc:
+        raise OutputError(f"cannot write {out_dir / REPORT_MD} ({exc.strerror or exc})") from None
+    return files
+
+
+def _check(path: Path, entry: Artifact, row: dict, kind: str, images, digits, keras_outputs,
            thresholds: Thresholds, threads) -> dict:
-    path = bundle_dir / entry["file"]
-    if not path.is_file():
-        return {**row, "status": "missing", "passed": False, "reasons": [f"{entry['file']} is missing from the bundle"]}
-    if bundles.sha256_file(path) != entry.get("sha256"):
-        return {**row, "status": "changed", "passed": False,
-                "reasons": [f"{entry['file']} does not match the manifest's SHA-256 (changed or corrupted since export)"]}
     try:
         runner = open_runner(path, threads=threads)
         started = time.perf_counter()
@@ -97,6 +104,6 @@ def _check(bundle_dir: Path, entry: dict, row: dict, kind: str, images, digits, 
         result = parity.compare(kind, outputs.reshape(keras_outputs.shape), keras_outputs, digits)
     except (EdgeseqError, ValueError, RuntimeError) as exc:
         return {**row, "status": "error", "passed": False, "reasons": [f"running it failed: {str(exc).splitlines()[0][:300]}"]}
-    reasons = parity.judge(entry["quant"], result, entry.get("coverage"), thresholds)
+    reasons = parity.judge(entry.quant, result, entry.coverage, thresholds)
     return {**row, "status": "ok", "passed": not reasons, "reasons": reasons, "parity": result,
             "runtime": runner.describe(), "run_seconds": round(seconds, 2)}

@@ -6,8 +6,8 @@ segfaults marks its artifact failed, with the reason, and the others go on.
 
 from __future__ import annotations
 
+import errno
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,14 +20,18 @@ import numpy as np
 from edgeseq import __version__, atomic
 from edgeseq import bundle as bundles
 from edgeseq.data import Split, adapt_images, load_split, locate, sha256_file
-from edgeseq.errors import DataError, MissingDependencyError, ModelError
+from edgeseq.errors import DocumentError, InvalidValueError, MissingDependencyError, ModelError, OutputError
 from edgeseq.fingerprint import package_versions
 from edgeseq.formats import EXTENSIONS, Format, Quant, artifact_id
+from edgeseq.outputs import writable
 from edgeseq.runtimes import open_runner
+from edgeseq.schema import Artifact, Manifest, validated, write_document
+from edgeseq.training.models import as_float32, card_for, describe, load_model, resolve_model_path
 
 REFERENCE_SIZE = 500  # test images whose inputs travel with the bundle
 DEFAULT_CALIBRATION = 300  # training images for int8 calibration
 SELECTION_SIZE = 500  # held-out training images for choosing between int8 recipe candidates
+MIN_SELECTION = 100  # fewer held-out images cannot tell int8 candidates apart
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,8 @@ def _worker_convert(context, job: Job) -> dict:
 @dataclass
 class ExportResult:
     bundle_dir: Path
-    manifest: dict
-    failed: list[dict] = field(default_factory=list)
+    manifest: Manifest
+    failed: list[Artifact] = field(default_factory=list)
 
 
 def _layer_in_error(model, message: str) -> str | None:
@@ -120,6 +124,42 @@ def _quant_notes(entry: dict) -> list[str]:
     return notes
 
 
+def check_target(bundle_dir: Path, model_sha256: str, force: bool) -> None:
+    """Refuse to replace a file, a folder of other files, or another model's bundle (unless ``force``)."""
+    why = writable(bundle_dir.parent)  # before TensorFlow loads and the converters run
+    if why:
+        raise OutputError(f"cannot write the bundle {bundle_dir} ({why})")
+    if not bundle_dir.exists():
+        return
+    if not bundle_dir.is_dir():
+        raise OutputError(f"bundle destination {bundle_dir} is a file, not a folder")
+    if force or not any(bundle_dir.iterdir()):
+        return
+    if not bundles.is_bundle(bundle_dir):
+        raise OutputError(f"{bundle_dir} holds files that are not an edgeseq bundle: refusing to replace it "
+                          "(choose another destination, or force the replacement)")
+    try:
+        existing = bundles.read_manifest(bundle_dir).source
+    except DocumentError:
+        raise OutputError(f"{bundle_dir} holds a bundle whose manifest cannot be read: refusing to replace it "
+                          "(force the replacement if it is yours)") from None
+    if existing.sha256 != model_sha256:
+        raise OutputError(f"{bundle_dir} holds the bundle of another model ({existing.name}, {existing.file}, "
+                          f"SHA-256 {existing.sha256[:12]}...): refusing to replace it (choose another destination, "
+                          "or force the replacement)")
+
+
+def check_calibration(calibration_size: int, train_images: int, quants: list[Quant]) -> None:
+    if calibration_size < 1:
+        raise InvalidValueError(f"calibration needs at least 1 image, got {calibration_size}")
+    if Quant.int8 in quants or Quant.dynamic in quants:
+        if train_images - calibration_size < MIN_SELECTION:
+            raise InvalidValueError(
+                f"calibration takes {calibration_size} of the {train_images} training images, leaving "
+                f"{max(train_images - calibration_size, 0)} held out; choosing between int8 candidates needs at "
+                f"least {MIN_SELECTION} (use at most {max(train_images - MIN_SELECTION, 0)} calibration images)")
+
+
 def export_bundle(
     model_path: str | Path,
     *,
@@ -133,116 +173,142 @@ def export_bundle(
     on_start: Callable[[int], None] | None = None,
     train_split: Split | None = None,
     test_split: Split | None = None,
+    force: bool = False,
 ) -> ExportResult:
     """Convert ``model_path`` to every format x quantization asked for and write a bundle directory.
 
+    The bundle is built in a staging folder beside ``out_dir`` and swapped in whole at the end: an
+    interrupted, failed or killed export leaves the previous bundle as it was. A destination holding
+    another model's bundle, or files that are no bundle, is refused unless ``force``.
     ``on_start(n)`` is called once the model has loaded and n conversions are about to run;
     ``on_artifact(artifact_id, status)`` as each conversion ends (progress display).
     """
-    from edgeseq.training.evaluate import predict
-    from edgeseq.training.models import as_float32, describe, load_model, resolve_model_path
-
     model_path = resolve_model_path(model_path)
-    model, trained_policy = as_float32(load_model(model_path))  # devices run float32 weights
-    info = describe(model, model_path)
+    card = card_for(model_path)  # a malformed card fails now, before TensorFlow loads
     if calibration_size < 1:
-        raise DataError(f"--calib must be a positive number of images, got {calibration_size}")
+        check_calibration(calibration_size, 0, quants)
+    bundle_dir = Path(out_dir) if out_dir else model_path.parent / "bundle"
+    model_sha = sha256_file(model_path)
+    check_target(bundle_dir, model_sha, force)
     source = locate(data_dir) if train_split is None or test_split is None else None
     train_split = train_split or load_split("train", source=source)
     test_split = test_split or load_split("test", source=source)
+    check_calibration(calibration_size, len(train_split), quants)
+    try:
+        with atomic.staged_directory(bundle_dir) as staging:
+            manifest, failed = _build(model_path, model_sha, card, staging, bundle_dir, formats, quants,
+                                      calibration_size, reference_size, train_split, test_split, on_start, on_artifact)
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        raise OutputError(f"cannot write the bundle {bundle_dir} ({exc.strerror})") from None
+    return ExportResult(bundle_dir, manifest, failed)
 
-    bundle_dir = Path(out_dir) if out_dir else model_path.parent / "bundle"
-    bundle_dir.mkdir(parents=True, exist_ok=True)
-    stale = bundle_dir / "logs"
-    if stale.is_dir():
-        shutil.rmtree(stale)
 
-    # Reference: the Keras model's outputs on the whole test split; inputs of the first R travel along.
-    started = time.perf_counter()
-    test_outputs = predict(model, test_split.images, info.input_shape)  # (N, ...) float32
-    r = min(reference_size, len(test_split))
-    with atomic.atomic_path(bundle_dir / bundles.REFERENCE) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, inputs=np.round(test_split.images[:r] * 255).astype(np.uint8),
-                                labels=test_split.labels[:r], outputs=test_outputs[:r], test_outputs=test_outputs,
-                                test_sha256=np.array(bundles.test_set_sha256(test_split.images, test_split.labels)))
-    reference_seconds = time.perf_counter() - started
+_OUTPUT_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
 
+
+def _build(model_path: Path, model_sha: str, card, staging: Path, bundle_dir: Path, formats, quants,
+           calibration_size: int, reference_size: int, train_split: Split, test_split: Split,
+           on_start, on_artifact) -> tuple[Manifest, list[Artifact]]:
+    """Everything the bundle holds, written into ``staging``; returns its manifest and failed artifacts."""
+    from edgeseq.export.isolation import run_isolated
+
+    model, trained_policy = as_float32(load_model(model_path))  # devices run float32 weights
+    info = describe(model, model_path)
+    reference, reference_seconds = _write_reference(model, info, staging, test_split, reference_size)
     calibration = adapt_images(train_split.images[:calibration_size], info.input_shape)  # (N, *input) float32
     # Held-out training images (after the calibration ones) on which a recipe may choose between candidates.
     selection = adapt_images(train_split.images[calibration_size : calibration_size + SELECTION_SIZE], info.input_shape)
-    stem = model_path.stem if model_path.stem != "model" else (info.card or {}).get("name", "model")
-    jobs = []
-    for fmt in sorted(set(formats), key=list(Format).index):
-        onnx_fp32 = str(bundle_dir / f"{stem}-fp32.onnx") if fmt is Format.onnx and Quant.fp32 in quants else None
-        for quant in sorted(set(quants), key=list(Quant).index):
-            jobs.append(Job(fmt, quant, str(bundle_dir / f"{stem}-{quant.value}{EXTENSIONS[fmt]}"), onnx_fp32))
-
-    from edgeseq.export.isolation import run_isolated
-
+    stem = model_path.stem if model_path.stem != "model" else ((card.name if card else None) or "model")
+    jobs = _plan(staging, stem, formats, quants)
     if on_start:
         on_start(len(jobs))
-
     outcomes = run_isolated(
-        jobs, _worker_convert, _worker_setup, (str(model_path), calibration, selection), bundle_dir / "logs",
+        jobs, _worker_convert, _worker_setup, (str(model_path), calibration, selection), staging / "logs",
         log_name=lambda job: f"{job.id}.log",
         on_done=(lambda o: on_artifact(o.job.id, "ok" if o.ok else "failed")) if on_artifact else None)
-
     time_steps = info.input_shape[0] if len(info.input_shape) >= 2 else None
-    artifacts = []
-    for outcome in outcomes:
-        job: Job = outcome.job
-        entry = {"id": job.id, "format": job.fmt.value, "quant": job.quant.value, "file": Path(job.path).name,
-                 "convert_seconds": round(outcome.seconds, 2), "log": f"logs/{job.id}.log"}
-        if not outcome.ok:
-            reason = _failure_reason(model, outcome.error or "", job.fmt, job.quant, entry["log"])
-            Path(job.path).unlink(missing_ok=True)
-            artifacts.append({**entry, "status": "failed", "error": reason})
-            continue
-        path = Path(job.path)
-        entry.update(status="ok", recipe=outcome.result, bytes=path.stat().st_size, sha256=sha256_file(path))
-        try:
-            runner = open_runner(path)
-            entry.update(runner.tensors())
-            entry["runtime_check"] = "loads"
-        except ModelError as exc:  # converted but the runtime cannot even load it: keep, report
-            entry.update(status="failed", error=f"converted, but the runtime cannot load it: {exc}")
-        entry["coverage"] = _coverage(path, job.fmt, time_steps)
-        entry["notes"] = _quant_notes(entry)
-        artifacts.append(entry)
-    _add_step_drift(artifacts, bundle_dir, adapt_images(test_split.images[:DRIFT_IMAGES], info.input_shape))
-
-    card = info.card or {}
-    manifest = {
+    artifacts = [_entry(outcome, model, time_steps) for outcome in outcomes]
+    _add_step_drift(artifacts, staging, adapt_images(test_split.images[:DRIFT_IMAGES], info.input_shape),
+                    f"{bundle_dir.parent.name}")
+    manifest = validated(Manifest, {
         "schema": bundles.SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": {"model": str(model_path), "file": model_path.name, "sha256": sha256_file(model_path),
-                   "name": card.get("name", stem), "card": bool(card), "parameters": int(model.count_params()),
-                   "dtype_policy": trained_policy,
+        "source": {"model": str(model_path.resolve()), "file": model_path.name, "sha256": model_sha,
+                   "bytes": model_path.stat().st_size,
+                   "name": (card.name if card else None) or stem, "card": card is not None,
+                   "parameters": int(model.count_params()), "dtype_policy": trained_policy,
                    "exported_as": "float32" + (f" (trained under {trained_policy}; reference outputs are the float32 model's)"
                                                if trained_policy != "float32" else ""),
-                   "test_metrics": (card.get("metrics") or {}).get("test")},
+                   "test_metrics": card.test_metrics() if card else None},
         "input": {"name": "image", "shape": list(info.input_shape), "dtype": "float32"},
-        "output": info.output,
-        "preprocessing": card.get("preprocessing") or _default_preprocessing(),
+        "output": info.output.model_dump(exclude_none=True),
+        "preprocessing": card.preprocessing.model_dump() if card else _default_preprocessing(),
         "calibration": {"images": int(len(calibration)), "source": "the first N MNIST training images",
                         "selection_images": int(len(selection))},
-        "reference": {"file": bundles.REFERENCE, "examples": r, "test_examples": len(test_split),
+        "reference": {"file": bundles.REFERENCE, "examples": reference, "test_examples": len(test_split),
                       "test_sha256": bundles.test_set_sha256(test_split.images, test_split.labels),
                       "seconds": round(reference_seconds, 2)},
         "versions": {"edgeseq": __version__, "python": sys.version.split()[0],
                      **package_versions("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert",
                                         "onnxconverter-common", "numpy")},
         "artifacts": artifacts,
-    }
-    atomic.write_json(bundle_dir / bundles.MANIFEST, manifest)
-    return ExportResult(bundle_dir, manifest, [a for a in artifacts if a["status"] != "ok"])
+    })
+    write_document(staging / bundles.MANIFEST, manifest)
+    return manifest, [a for a in manifest.artifacts if not a.ok]
+
+
+def _write_reference(model, info, staging: Path, test_split: Split, reference_size: int) -> tuple[int, float]:
+    """The Keras model's outputs on the whole test split; inputs of the first R travel along. Returns (R, s)."""
+    from edgeseq.training.evaluate import predict
+
+    started = time.perf_counter()
+    test_outputs = predict(model, test_split.images, info.input_shape)  # (N, ...) float32
+    r = min(reference_size, len(test_split))
+    with open(staging / bundles.REFERENCE, "wb") as f:
+        np.savez_compressed(f, inputs=np.round(test_split.images[:r] * 255).astype(np.uint8),
+                            labels=test_split.labels[:r], outputs=test_outputs[:r], test_outputs=test_outputs,
+                            test_sha256=np.array(bundles.test_set_sha256(test_split.images, test_split.labels)))
+    return r, time.perf_counter() - started
+
+
+def _plan(staging: Path, stem: str, formats, quants) -> list[Job]:
+    """One job per format x quantization, in a fixed order (ONNX fp32 first: the others derive from it)."""
+    jobs = []
+    for fmt in sorted(set(formats), key=list(Format).index):
+        onnx_fp32 = str(staging / f"{stem}-fp32.onnx") if fmt is Format.onnx and Quant.fp32 in quants else None
+        for quant in sorted(set(quants), key=list(Quant).index):
+            jobs.append(Job(fmt, quant, str(staging / f"{stem}-{quant.value}{EXTENSIONS[fmt]}"), onnx_fp32))
+    return jobs
+
+
+def _entry(outcome, model, time_steps: int | None) -> dict:
+    """The manifest entry of one conversion: its file, hash, tensors, coverage and notes, or why it failed."""
+    job: Job = outcome.job
+    entry = {"id": job.id, "format": job.fmt.value, "quant": job.quant.value, "file": Path(job.path).name,
+             "convert_seconds": round(outcome.seconds, 2), "log": f"logs/{job.id}.log"}
+    if not outcome.ok:
+        reason = _failure_reason(model, outcome.error or "", job.fmt, job.quant, entry["log"])
+        Path(job.path).unlink(missing_ok=True)
+        return {**entry, "status": "failed", "error": reason}
+    path = Path(job.path)
+    entry.update(status="ok", recipe=outcome.result, bytes=path.stat().st_size, sha256=sha256_file(path))
+    try:
+        runner = open_runner(path)
+        entry.update(runner.tensors())
+        entry["runtime_check"] = "loads"
+    except ModelError as exc:  # converted but the runtime cannot even load it: keep, report
+        entry.update(status="failed", error=f"converted, but the runtime cannot load it: {exc}")
+    entry["coverage"] = _coverage(path, job.fmt, time_steps)
+    entry["notes"] = _quant_notes(entry)
+    return entry
 
 
 DRIFT_IMAGES = 200
 
 
-def _add_step_drift(artifacts: list[dict], bundle_dir: Path, images: np.ndarray) -> None:
+def _add_step_drift(artifacts: list[dict], bundle_dir: Path, images: np.ndarray, title: str) -> None:
     """Per-time-step hidden-state drift of each recurrent int8 artifact from its format's fp32 one (files + summary)."""
     from edgeseq.export import drift
 
@@ -263,7 +329,7 @@ def _add_step_drift(artifacts: list[dict], bundle_dir: Path, images: np.ndarray)
         atomic.write_text(bundle_dir / f"{stem}.md", drift.markdown(found, fmt.value))
         files = [f"{stem}.json", f"{stem}.md"]
         try:
-            drift.plot(found, bundle_dir / f"{stem}.png", f"{bundle_dir.parent.name}: {fmt.value} int8 hidden-state drift")
+            drift.plot(found, bundle_dir / f"{stem}.png", f"{title}: {fmt.value} int8 hidden-state drift")
             files.append(f"{stem}.png")
         except MissingDependencyError:
             pass

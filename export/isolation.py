@@ -8,11 +8,14 @@ log, and a fresh worker takes the remaining jobs. Each job's converter output go
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import signal
 import subprocess
 import sys
+import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from dataclasses import dataclass
@@ -40,8 +43,6 @@ def _redirect_output(log_path: Path) -> None:
 
 
 def _worker(connection, setup: Callable, setup_args: tuple, job_fn: Callable) -> None:
-    import time
-
     context = None
     while True:
         message = connection.recv()
@@ -116,6 +117,9 @@ def run_isolated(jobs: list, job_fn: Callable, setup: Callable, setup_args: tupl
                     break  # start a fresh worker for the rest
             else:
                 parent_end.send(None)
+        except BaseException:  # Ctrl-C or an error here: the conversion under way must not outlive it
+            worker.kill()
+            raise
         finally:
             parent_end.close()
             try:
@@ -131,7 +135,8 @@ def _start_worker(setup: Callable, setup_args: tuple, job_fn: Callable) -> tuple
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # find job_fn's module
-    worker = subprocess.Popen([sys.executable, "-m", "edgeseq.export.isolation", str(to_child_r), str(from_child_w)],
+    worker = subprocess.Popen([sys.executable, "-m", "edgeseq.export.isolation", str(to_child_r), str(from_child_w),
+                               str(os.getpid())],
                               pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL)
     os.close(to_child_r)
     os.close(from_child_w)
@@ -160,11 +165,31 @@ class _Duplex:
         self._out.close()
 
 
-def _child_main(read_fd: int, write_fd: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker when its parent dies (even by SIGKILL), so no converter writes on
+    after the export that started it is gone; elsewhere, a thread notices the parent is gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _child_main(read_fd: int, write_fd: int, parent: int) -> None:
+    _die_with_parent(parent)
     connection = _Duplex(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
     setup, setup_args, job_fn = pickle.loads(connection.recv())
     _worker(connection, setup, setup_args, job_fn)
 
 
 if __name__ == "__main__":
-    _child_main(int(sys.argv[1]), int(sys.argv[2]))
+    _child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import REPO
 from edgeseq import bench, fingerprint
 from edgeseq.cli import app
-from edgeseq.errors import ModelError
+from edgeseq.errors import DocumentError, InvalidValueError
 
 runner = CliRunner()
 QUICK = bench.BenchConfig(warmup=2, runs=15)
@@ -66,8 +66,9 @@ def test_cli_writes_json_markdown_and_plots(tiny_bundle, small_mnist_dir, tmp_pa
 
 
 def _report(p50s: dict, accuracy: float = 0.9) -> dict:
-    rows = [{"id": k, "latency": [{"batch": 1, "p50_us": v}], "accuracy": {"accuracy": accuracy}} for k, v in p50s.items()]
-    return {"schema": bench.SCHEMA, "device": {"cpu": "x"}, "created": "t", "artifacts": rows}
+    rows = [{"id": k, "file": f"{k}.tflite", "format": "tflite", "bytes": 1, "latency": [{"batch": 1, "p50_us": v}],
+             "accuracy": {"accuracy": accuracy}} for k, v in p50s.items()]
+    return {"schema": bench.SCHEMA, "edgeseq": "0", "config": {}, "device": {"cpu": "x"}, "created": "t", "artifacts": rows}
 
 
 def test_compare_flags_regressions(tmp_path):
@@ -78,19 +79,19 @@ def test_compare_flags_regressions(tmp_path):
     assert rows["b"]["regressions"][0] == "p50 100 -> 150 us (+50%)"
     assert diff["only_before"] == ["gone"] and diff["only_after"] == ["new"] and diff["regressed"]
     (tmp_path / "a.json").write_text(json.dumps(before))
-    (tmp_path / "b.json").write_text(json.dumps(_report({"a": 90.0})))
+    (tmp_path / "b.json").write_text(json.dumps(_report({"a": 90.0, "b": 100.0, "gone": 5.0})))
     ok = runner.invoke(app, ["bench", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
     assert ok.exit_code == 0 and "-10.0%" in ok.output
     (tmp_path / "c.json").write_text(json.dumps(after))
     bad = runner.invoke(app, ["bench", "--compare", str(tmp_path / "a.json"), str(tmp_path / "c.json")])
     assert bad.exit_code == 1 and "+50.0%" in bad.output
-    with pytest.raises(ModelError, match="not an edgeseq bench report"):
+    with pytest.raises(DocumentError, match="not an edgeseq bench report"):
         bench.compare({"schema": "other"}, after)
 
 
 def test_missing_and_corrupt_artifacts(tmp_path):
     missing = runner.invoke(app, ["bench", str(tmp_path / "nope.tflite")])
-    assert missing.exit_code == 1 and missing.output.strip() == f"error: {tmp_path / 'nope.tflite'} does not exist"
+    assert missing.exit_code == 4 and missing.output.strip() == f"error: {tmp_path / 'nope.tflite'} does not exist"
     corrupt = tmp_path / "broken.tflite"
     corrupt.write_bytes(b"\x00" * 100)
     result = runner.invoke(app, ["bench", str(corrupt), "--out", str(tmp_path / "o"), "--no-accuracy", "--no-cold-start"])
@@ -141,8 +142,10 @@ def test_latency_stats_and_budget():
     assert stats["throughput_per_s"] == pytest.approx(2 * 1e6 / 2.5)
     samples = bench.time_step(lambda: None, warmup=0, runs=1, seconds=0.05)
     assert len(samples) > 10  # a time budget runs as many as fit
-    with pytest.raises(ModelError.__mro__[1]):
+    with pytest.raises(InvalidValueError):
         bench.BenchConfig(runs=0)
+    with pytest.raises(InvalidValueError, match="finite"):
+        bench.BenchConfig(seconds=float("nan"))
 
 
 def test_bench_runs_with_only_the_base_install(tiny_bundle, small_mnist_dir, tmp_path):
@@ -184,6 +187,7 @@ def test_ctrl_c_still_writes_what_was_measured(tiny_bundle, tmp_path, monkeypatc
     cli = runner.invoke(app, ["bench", str(result.bundle_dir), "--runs", "5", "--warmup", "0", "--no-cold-start",
                               "--no-accuracy", "--out", str(tmp_path)])
     assert cli.exit_code == 130 and "interrupted" in cli.output
-    report = json.loads((tmp_path / "bench.json").read_text())
-    assert report["interrupted"] is True and [r["id"] for r in report["artifacts"]] == calls[:2]
-    assert "**Interrupted**" in (tmp_path / "bench.md").read_text()
+    report = json.loads((tmp_path / "bench.partial.json").read_text())
+    assert report["interrupted"] is True and report["partial"] is True and [r["id"] for r in report["artifacts"]] == calls[:2]
+    assert "**Interrupted**" in (tmp_path / "bench.partial.md").read_text()
+    assert not (tmp_path / "bench.json").exists()  # a partial run never takes the complete report's name

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from edgeseq import bundle as bundles
 from edgeseq.cli import app
 from edgeseq.formats import Format, Quant
+from edgeseq.schema import to_json
 from edgeseq.verify import verify
 from conftest import trained
 
@@ -22,7 +23,7 @@ runner = CliRunner()
 
 def test_every_format_and_quantization_is_produced(tiny_bundle):
     path, result = tiny_bundle
-    artifacts = {a["id"]: a for a in result.manifest["artifacts"]}
+    artifacts = {a["id"]: a for a in to_json(result.manifest)["artifacts"]}
     assert set(artifacts) == {f"{f.value}-{q.value}" for f in Format for q in Quant}
     assert result.failed == []
     for a in artifacts.values():
@@ -53,7 +54,7 @@ def test_every_format_and_quantization_is_produced(tiny_bundle):
 
 def test_manifest_and_reference_set(tiny_bundle, splits):
     path, result = tiny_bundle
-    manifest = bundles.read_manifest(result.bundle_dir)
+    manifest = to_json(bundles.read_manifest(result.bundle_dir))
     assert manifest == json.loads((result.bundle_dir / "manifest.json").read_text())
     assert manifest["source"]["sha256"] == bundles.sha256_file(path) and manifest["source"]["card"] is False
     assert manifest["output"]["kind"] == "classify" and manifest["input"]["shape"] == [28, 28]
@@ -69,7 +70,7 @@ def test_manifest_and_reference_set(tiny_bundle, splits):
 
 def test_verify_checks_every_artifact(tiny_bundle, small_mnist_dir):
     _, result = tiny_bundle
-    report = verify(result.bundle_dir, data_dir=small_mnist_dir, write=False)
+    report = verify(result.bundle_dir, data_dir=small_mnist_dir)
     rows = {r["id"]: r for r in report["artifacts"]}
     assert report["evaluated_on"].startswith("MNIST test set (300 images)")
     for fmt in ("tflite", "onnx"):
@@ -84,7 +85,7 @@ def test_verify_checks_every_artifact(tiny_bundle, small_mnist_dir):
 def test_verify_without_mnist_uses_the_reference_set(tiny_bundle, tmp_path, monkeypatch):
     _, result = tiny_bundle
     monkeypatch.setenv("EDGESEQ_DATA_DIR", str(tmp_path / "no-mnist-here"))
-    report = verify(result.bundle_dir, write=False)
+    report = verify(result.bundle_dir)
     assert report["evaluated_on"].startswith("bundle reference set (300 images")
     assert {r["id"]: r for r in report["artifacts"]}["onnx-fp32"]["passed"]
 
@@ -104,6 +105,7 @@ def test_verify_fails_on_a_broken_artifact(tiny_bundle, tmp_path, small_mnist_di
     weights.CopyFrom(onnx.numpy_helper.from_array(broken.astype(np.float32), weights.name))
     onnx.save(model, str(bundle / entry["file"]))
     entry["sha256"] = bundles.sha256_file(bundle / entry["file"])  # the manifest agrees: only parity can tell
+    entry["bytes"] = (bundle / entry["file"]).stat().st_size
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     result = runner.invoke(app, ["verify", str(bundle), "--data-dir", str(small_mnist_dir)])
     assert result.exit_code == 1
@@ -120,9 +122,8 @@ def test_verify_notices_a_changed_file(tiny_bundle, tmp_path, small_mnist_dir):
     data[-100] ^= 0xFF
     target.write_bytes(bytes(data))
     result = runner.invoke(app, ["verify", str(bundle), "--data-dir", str(small_mnist_dir), "--json"])
-    assert result.exit_code == 1
-    row = next(r for r in json.loads(result.output)["artifacts"] if r["id"] == "tflite-fp32")
-    assert row["status"] == "changed" and "SHA-256" in row["reasons"][0]
+    assert result.exit_code == 4 and "does not match the manifest's SHA-256" in result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
 
 
 def test_user_conv_model_outside_the_zoo(tmp_path, splits):
@@ -136,7 +137,7 @@ def test_user_conv_model_outside_the_zoo(tmp_path, splits):
     result = export_bundle(path, formats=list(Format), quants=[Quant.fp32, Quant.int8], calibration_size=64,
                            train_split=splits[0], test_split=splits[1])
     assert result.failed == []
-    report = verify(result.bundle_dir, write=False)
+    report = verify(result.bundle_dir)
     rows = {r["id"]: r for r in report["artifacts"]}
     assert rows["tflite-fp32"]["passed"] and rows["onnx-fp32"]["passed"]
     assert rows["tflite-int8"]["coverage"]["ops"]["int8"].get("CONV_2D") == 1
@@ -152,7 +153,7 @@ def test_user_bidirectional_stacked_rnn(tmp_path, splits):
     path = trained(model, splits, tmp_path / "birnn.keras", epochs=1)
     result = export_bundle(path, formats=list(Format), quants=[Quant.fp32], train_split=splits[0], test_split=splits[1])
     assert result.failed == []
-    report = verify(result.bundle_dir, write=False)
+    report = verify(result.bundle_dir)
     assert all(r["passed"] for r in report["artifacts"]), [r["reasons"] for r in report["artifacts"]]
     cov = {r["id"]: r["coverage"] for r in report["artifacts"]}
     # Loops are weighted by their 28 steps: the recurrent MACs dominate the 10-way head.
@@ -177,17 +178,17 @@ def test_corrupt_or_foreign_model_files(tmp_path):
     text = tmp_path / "notes.keras"
     text.write_text("not a model")
     result = runner.invoke(app, ["export", str(text), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 1 and result.output.startswith("error: ") and "not a valid .keras file" in result.output
+    assert result.exit_code == 4 and result.output.startswith("error: ") and "not a valid .keras file" in result.output
     assert not (tmp_path / "out" / "manifest.json").exists()
     onnx_file = tmp_path / "model.onnx"
     onnx_file.write_bytes(b"\x08\x07")
     result = runner.invoke(app, ["export", str(onnx_file)])
-    assert result.exit_code == 1 and "not a Keras model file" in result.output
+    assert result.exit_code == 4 and "not a Keras model file" in result.output
 
 
 def test_unknown_format_or_quant_lists_the_valid_ones(tmp_path):
     result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--format", "coreml"])
-    assert result.exit_code == 1 and "unknown format 'coreml'; valid: tflite, onnx, all" in result.output
+    assert result.exit_code == 2 and "unknown format 'coreml'; valid: tflite, onnx, all" in result.output
     result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--quant", "int4"])
     assert "unknown quant 'int4'; valid: fp32, fp16, dynamic, int8, all" in result.output
 
@@ -201,9 +202,9 @@ def test_a_mixed_precision_model_exports_as_float32(tmp_path, small_mnist_dir, s
     assert run.card["recipe"]["dtype_policy"] == "mixed_bfloat16"
     result = export_bundle(run.run_dir, formats=list(Format), quants=[Quant.fp32], train_split=splits[0],
                            test_split=splits[1])
-    assert result.failed == [] and result.manifest["source"]["dtype_policy"] == "mixed_bfloat16"
-    assert result.manifest["source"]["exported_as"].startswith("float32 (trained under mixed_bfloat16")
-    report = verify(result.bundle_dir, data_dir=small_mnist_dir, write=False)
+    assert result.failed == [] and result.manifest.source.dtype_policy == "mixed_bfloat16"
+    assert result.manifest.source.exported_as.startswith("float32 (trained under mixed_bfloat16")
+    report = verify(result.bundle_dir, data_dir=small_mnist_dir)
     assert all(r["passed"] for r in report["artifacts"]), [r["reasons"] for r in report["artifacts"]]
 
 
@@ -226,14 +227,14 @@ def test_int8_runs_the_recurrent_cell_on_integer_kernels(layer, tmp_path, splits
     path = trained(model, splits, tmp_path / f"{layer}.keras", epochs=2)
     result = export_bundle(path, formats=list(Format), quants=[Quant.fp32, Quant.int8], calibration_size=64,
                            train_split=splits[0], test_split=splits[1])
-    entries = {a["id"]: a for a in result.manifest["artifacts"]}
+    entries = {a["id"]: a for a in to_json(result.manifest)["artifacts"]}
     for fmt in Format:
         entry = entries[f"{fmt.value}-int8"]
         coverage = entry["coverage"]
         assert entry["status"] == "ok" and coverage["int8_mac_share"] >= 0.95, (fmt, entry.get("error"), coverage)
         assert not set(coverage["float_mac_ops"]) & {"MatMul", "LSTM", "GRU", "RNN", "Gemm", "FULLY_CONNECTED"} or \
             sum(coverage["float_mac_ops"].values()) <= 1, coverage["float_mac_ops"]  # at most the output layer
-    report = verify(result.bundle_dir, data_dir=small_mnist_dir, write=False)
+    report = verify(result.bundle_dir, data_dir=small_mnist_dir)
     rows = {r["id"]: r for r in report["artifacts"]}
     for fmt in Format:
         assert rows[f"{fmt.value}-int8"]["parity"]["agreement"] >= 0.9, rows[f"{fmt.value}-int8"]["parity"]

@@ -47,6 +47,6 @@ def test_pipeline_on_a_users_keras_file(tiny_bundle, tmp_path, small_mnist_dir):
 
 def test_pipeline_refuses_what_it_cannot_run(tmp_path):
     result = runner.invoke(app, ["pipeline", str(tmp_path / "nothing.keras"), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "does not exist" in result.output.splitlines()[-1]
+    assert result.exit_code == 4 and "does not exist" in result.output.splitlines()[-1]
     assert result.output.splitlines()[-1].startswith("error: ") and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()

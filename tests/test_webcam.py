@@ -218,13 +218,13 @@ def test_ctrl_c_and_faults_still_write_the_summary(tiny_bundle, demo, tmp_path, 
 def test_loop_faults_are_one_line(tiny_bundle, tmp_path, monkeypatch):
     _, result = tiny_bundle
     cam = runner.invoke(app, ["webcam", str(result.bundle_dir), "--source", "7", "--headless", "--out", str(tmp_path)])
-    assert cam.exit_code == 1 and cam.output.strip() == "error: camera 7 does not open (is it connected, and free of other programs?)"
+    assert cam.exit_code == 4 and cam.output.strip() == "error: camera 7 does not open (is it connected, and free of other programs?)"
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     window = runner.invoke(app, ["webcam", str(result.bundle_dir), "--window", "--source", "0"])
-    assert window.exit_code == 1 and "no display here: use --headless" in window.output
+    assert window.exit_code == 4 and "no display here: use --headless" in window.output
     only = runner.invoke(app, ["webcam", str(result.bundle_dir), "--only", "tflite-int4", "--source", "0", "--headless"])
-    assert only.exit_code == 1 and "has no produced artifact tflite-int4" in only.output
+    assert only.exit_code == 2 and "has no produced artifact tflite-int4" in only.output
     blank = tmp_path / "blank"
     blank.mkdir()
     cv2.imwrite(str(blank / "page.png"), paper())

@@ -9,6 +9,7 @@ from pathlib import Path
 from edgeseq import card as cards
 from edgeseq.errors import EdgeseqError, ModelError
 from edgeseq.lazy import keras as _keras
+from edgeseq.schema import Card, OutputSpec
 
 MODEL_NAME = "model.keras"
 
@@ -72,12 +73,18 @@ class ModelInfo:
 
     path: Path
     input_shape: tuple  # without batch, e.g. (28, 28)
-    output: dict  # card "output" section: kind, labels or vocab, ...
-    card: dict | None
+    output: OutputSpec  # the card's, else inferred from the output shape
+    card: Card | None
 
     @property
     def kind(self) -> str:
-        return self.output["kind"]
+        return self.output.kind
+
+
+def card_for(path: str | Path) -> Card | None:
+    """The validated ``card.json`` beside a model, if there is one (read before the model is loaded)."""
+    card_path = cards.find_card(resolve_model_path(path))
+    return cards.read_card(card_path) if card_path else None
 
 
 def describe(model, path: str | Path) -> ModelInfo:
@@ -87,7 +94,9 @@ def describe(model, path: str | Path) -> ModelInfo:
     input_shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in input_shape):
         raise ModelError(f"{path} has a variable input shape {input_shape}; edgeseq needs a fixed one")
-    card_path = cards.find_card(path)
-    card = cards.read_card(card_path) if card_path else None
-    output = card["output"] if card else cards.output_spec_for_shape(tuple(model.outputs[0].shape[1:]))
+    card = card_for(path)
+    shape = tuple(int(d) if d is not None else None for d in model.outputs[0].shape[1:])
+    output = card.output if card else cards.output_spec_for_shape(shape)
+    if list(shape) != output.shape:
+        raise ModelError(f"{path} gives outputs of shape {list(shape)} per example, its card says {output.shape}")
     return ModelInfo(path, input_shape, output, card)

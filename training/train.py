@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgeseq import __version__, atomic, card as cards, plots
+from edgeseq.schema import Card, validated, write_document
 from edgeseq.data import Split, is_canonical, load_split, locate, sha256_file
 from edgeseq.fingerprint import cpu_name, package_versions
 from edgeseq.metrics import score_outputs
@@ -157,7 +158,7 @@ def train(
                      test_metrics=test_metrics, test_examples=len(test_data), history=history,
                      seconds=seconds, n_train=len(x), val_split=val_split, source=source,
                      model_file=run_dir / MODEL_NAME, tensorboard=tensorboard)
-    files.append(atomic.write_json(run_dir / cards.CARD_NAME, card))
+    files.append(write_document(run_dir / cards.CARD_NAME, validated(Card, card)))
     if tensorboard:
         files.append(run_dir / "tensorboard")
     return TrainResult(run_dir, card, files)

@@ -4,6 +4,8 @@ Importing this package loads neither TensorFlow, Keras nor OpenCV: commands impo
 modules inside the function body.
 """
 
+import signal
+
 import typer
 
 app = typer.Typer(
@@ -22,5 +24,10 @@ from edgeseq.cli import bench, evaluate, export, pipeline, train, verify, webcam
 __all__ = ["app", "main", "bench", "evaluate", "export", "pipeline", "train", "verify", "webcam", "zoo"]
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (systemd, docker stop, timeout) cleans up as Ctrl-C does
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     app()

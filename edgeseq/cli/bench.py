@@ -11,7 +11,8 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.cli import app
-from edgeseq.cli.common import DataDir, JsonFlag, table, user_errors
+from edgeseq.cli.common import DataDir, JsonFlag, check_out, positive, save_reports, table, user_errors
+from edgeseq.errors import EXIT_FAILED, EXIT_INTERRUPTED
 
 
 @app.command("bench")
@@ -23,7 +24,7 @@ def bench_command(
     provider: Annotated[Optional[str], typer.Option(help="ONNX Runtime provider: cpu, cuda or tensorrt "
                                                     "(default: the best available).")] = None,
     runs: Annotated[int, typer.Option(min=1, help="Timed runs per artifact and batch size.")] = 200,
-    seconds: Annotated[Optional[float], typer.Option(help="Time budget per artifact instead of --runs.")] = None,
+    seconds: Annotated[Optional[float], typer.Option(callback=positive, help="Time budget per artifact instead of --runs.")] = None,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed runs first.")] = 20,
     cold_start: Annotated[bool, typer.Option("--cold-start/--no-cold-start", help="Measure load + first "
                                              "inference and peak memory in a fresh process.")] = True,
@@ -40,49 +41,61 @@ def bench_command(
     measure cold start and peak memory in a fresh process, and accuracy and agreement with the Keras
     original (MNIST test set, else the bundle's reference set), with a fingerprint of the device.
 
-    Writes bench.json (versioned), bench.md and PNG plots. Ctrl-C still writes what was measured.
-    `edgeseq bench --compare A.json B.json` prints what changed and exits 1 on a regression."""
+    Prints the results, then writes bench.json (versioned), bench.md and PNG plots; an interrupted run
+    (Ctrl-C) writes bench.partial.json beside the last complete report and exits 130.
+    `edgeseq bench --compare A.json B.json` prints what changed. Exit codes: 0 everything measured,
+    1 something could not be measured (or a regression / an artifact missing from one side with
+    --compare), 2 invalid option, 4 bad input (missing, malformed or tampered bundle or report)."""
     with user_errors():
         from edgeseq import bench as benchmod
         from edgeseq.report import BENCH_HEADERS, bench_row, compare_markdown
 
         if compare:
-            if len(paths) != 2:
-                raise benchmod.InvalidValueError("--compare takes exactly two bench.json reports")
-            diff = benchmod.compare(*(_load(p) for p in paths))
-            typer.echo(json.dumps(diff, indent=2) if as_json else compare_markdown(diff))
-            raise typer.Exit(1 if diff["regressed"] else 0)
+            _compare(benchmod, paths, as_json, compare_markdown)
+            return
         config = benchmod.BenchConfig(batch_sizes=tuple(batch), threads=threads, provider=provider, warmup=warmup,
                                       runs=runs, seconds=seconds, cold_start=cold_start, accuracy=accuracy)
+        check_out(out)
         report = benchmod.bench(paths, config, data_dir=data_dir, keras=keras, on_progress=_progress())
-        target = out or (paths[0] / "bench" if paths[0].is_dir() else Path("bench"))
-        files = benchmod.write_report(report, target)
+        _show(report, config, as_json, BENCH_HEADERS, bench_row)
+        default = paths[0] / "bench" if paths[0].is_dir() else Path("bench")
+        save_reports(lambda folder: benchmod.write_report(report, folder), out, default,
+                     f"{paths[0].resolve().name}-bench")
+        failed = benchmod.problems(report)
+    if report["interrupted"]:
+        typer.echo("interrupted: bench.partial.json holds what was measured before Ctrl-C; "
+                   "the last complete bench.json is untouched", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    for problem in failed:
+        typer.echo(f"error: {problem}", err=True)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _show(report: dict, config, as_json: bool, headers, bench_row) -> None:
     if as_json:
         typer.echo(json.dumps(report, indent=2))
-    else:
-        for warning in report["warnings"]:
-            typer.echo(f"warning: {warning}", err=True)
-        for b in config.batch_sizes:
-            typer.echo(f"batch {b}:")
-            typer.echo(table(BENCH_HEADERS, [bench_row(r, b) for r in report["artifacts"]]))
-        typer.echo("wrote: " + ", ".join(str(f) for f in files))
-    if report["interrupted"]:
-        typer.echo("interrupted: the report holds what was measured before Ctrl-C", err=True)
-        raise typer.Exit(130)
-    failed = [r for r in report["artifacts"] if "error" in r]
-    for row in failed:
-        typer.echo(f"error: {row['id']}: {row['error']}", err=True)
-    if failed:
-        raise typer.Exit(1)
+        return
+    for warning in report["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    for b in config.batch_sizes:
+        typer.echo(f"batch {b}:")
+        typer.echo(table(headers, [bench_row(r, b) for r in report["artifacts"]]))
 
 
-def _load(path: Path) -> dict:
-    from edgeseq.errors import ModelError
-
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read bench report {path} ({exc})") from exc
+def _compare(benchmod, paths: List[Path], as_json: bool, compare_markdown) -> None:
+    if len(paths) != 2:
+        raise benchmod.InvalidValueError("comparing takes exactly two bench.json reports")
+    diff = benchmod.compare(*(benchmod.read_report(p) for p in paths))
+    typer.echo(json.dumps(diff, indent=2) if as_json else compare_markdown(diff))
+    for side, ids in (("before", diff["only_before"]), ("after", diff["only_after"])):
+        if ids:
+            typer.echo(f"only in the {side} report, not compared: {', '.join(ids)}", err=True)
+    for row in diff["rows"]:
+        for problem in row["unmeasured"]:
+            typer.echo(f"not compared: {row['id']}: {problem}", err=True)
+    if diff["regressed"] or not diff["complete"]:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _progress():

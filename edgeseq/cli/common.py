@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, List, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from edgeseq.data import ENV_VAR
-from edgeseq.errors import EdgeseqError
+from edgeseq.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EdgeseqError
 
 DataDir = Annotated[
     Optional[Path],
@@ -31,7 +32,61 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as exc:  # the file system said no (a file where a folder goes, full, read-only, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def finite(value: Optional[float]) -> Optional[float]:
+    """Typer callback: NaN and infinity are not numbers a threshold or a time budget can be (exit 2)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def fraction(value: Optional[float]) -> Optional[float]:
+    """Typer callback: a finite number in [0, 1]."""
+    finite(value)
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"{value} is not a fraction in [0, 1]")
+    return value
+
+
+def non_negative(value: Optional[float]) -> Optional[float]:
+    finite(value)
+    if value is not None and value < 0:
+        raise typer.BadParameter(f"{value} is negative")
+    return value
+
+
+def positive(value: Optional[float]) -> Optional[float]:
+    finite(value)
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{value} is not > 0")
+    return value
+
+
+def save_reports(write: Callable[[Path], List[Path]], requested: Optional[Path], default: Path, label: str) -> List[Path]:
+    """Write reports (after the results were printed) where :func:`edgeseq.outputs.report_dir` says; the
+    note on a fallback and the list of files go to stderr, so that ``--json`` output stays parseable."""
+    from edgeseq.outputs import report_dir
+
+    folder, note = report_dir(requested, default, label)
+    if note:
+        typer.echo(f"note: {note}", err=True)
+    files = write(folder)
+    typer.echo("wrote: " + ", ".join(str(f) for f in files), err=True)
+    return files
+
+
+def check_out(requested: Optional[Path]) -> None:
+    """An explicit output folder that cannot be written is refused before anything is measured."""
+    if requested is not None:
+        from edgeseq.outputs import report_dir
+
+        report_dir(requested, requested, "")
 
 
 def force_cpu() -> None:

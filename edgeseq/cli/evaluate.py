@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.cli import app
-from edgeseq.cli.common import DataDir, JsonFlag, table, user_errors
+from edgeseq.cli.common import DataDir, JsonFlag, check_out, table, user_errors
 
 
 @app.command("evaluate")
@@ -24,6 +24,7 @@ def evaluate_command(
     """Score a model on the MNIST test set and write confusion.png, correct.png, wrong.png and
     evaluation.json (plus samples.md for spelling models)."""
     with user_errors():
+        check_out(out)
         from edgeseq.training.evaluate import evaluate
 
         result = evaluate(model, data_dir=data_dir, out_dir=out, limit=limit)

@@ -9,7 +9,8 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.cli import app
-from edgeseq.cli.common import DataDir, user_errors
+from edgeseq.cli.common import DataDir, check_out, user_errors
+from edgeseq.errors import EXIT_FAILED
 
 
 @app.command("pipeline")
@@ -23,8 +24,11 @@ def pipeline_command(
     """Train (zoo models, seed recipe) or take your .keras model, evaluate it, export every format and
     quantization, verify each artifact against it, bench them all beside Keras, and write report.md.
 
-    Exits 1 when an artifact fails to convert or fails its thresholds (the report says which and why)."""
+    Writes report.md and its typed twin pipeline.json. Exit codes: 0 everything passes, 1 an artifact
+    fails to convert or fails its thresholds (the report says which and why), 2 invalid option, 4 bad
+    input."""
     with user_errors():
+        check_out(out)
         from edgeseq.pipeline import run_pipeline
 
         result = run_pipeline(model, out_dir=out, quick=quick, data_dir=data_dir, bench_runs=runs,
@@ -33,4 +37,4 @@ def pipeline_command(
     typer.echo(f"report: {result.report_path}  (stage seconds: "
                + ", ".join(f"{k} {v}" for k, v in result.seconds.items()) + ")")
     if not result.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.cli import app
-from edgeseq.cli.common import DataDir, force_cpu, user_errors
+from edgeseq.cli.common import DataDir, check_out, force_cpu, positive, user_errors
 from edgeseq.training.zoo import ZooName
 
 
@@ -18,7 +18,7 @@ def train_command(
     name: Annotated[ZooName, typer.Argument(help="Zoo model to train (see `edgeseq zoo`).")],
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: the seed recipe's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: the recipe's).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: the recipe's).")] = None,
+    lr: Annotated[Optional[float], typer.Option(callback=positive, help="Learning rate (default: the recipe's).")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: constant or cosine "
                                                     "(decay to 1 % over the run); default: the recipe's.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same model on CPU.")] = 0,
@@ -37,6 +37,7 @@ def train_command(
         force_cpu()
     out = out or Path("runs") / name.value
     with user_errors():
+        check_out(out)  # before a training run is spent
         from edgeseq.training.train import seed_check, train
 
         result = train(name, out_dir=out, epochs=epochs, batch_size=batch_size, learning_rate=lr, schedule=schedule, seed=seed,

@@ -10,7 +10,9 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.cli import app
-from edgeseq.cli.common import DataDir, JsonFlag, table, user_errors
+from edgeseq.cli.common import DataDir, JsonFlag, check_out, fraction, non_negative, save_reports, table, user_errors
+from edgeseq.errors import EXIT_FAILED
+
 
 def print_report(report: dict) -> None:
     from edgeseq.report import VERIFY_HEADERS, verify_row
@@ -21,7 +23,7 @@ def print_report(report: dict) -> None:
         for reason in row["reasons"]:
             typer.echo(f"  {row['id']} FAIL: {reason}")
     passed = sum(r["passed"] for r in report["artifacts"])
-    typer.echo(f"{passed} of {len(report['artifacts'])} artifacts pass; report: {report['bundle']}/verify.md")
+    typer.echo(f"{passed} of {len(report['artifacts'])} artifacts pass")
 
 
 @app.command("verify")
@@ -29,29 +31,32 @@ def verify_command(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory written by `edgeseq export`.")],
     data_dir: DataDir = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Runtime threads (default: the runtime's).")] = None,
-    min_agreement_int8: Annotated[float, typer.Option(help="int8: minimum top-1 agreement with Keras.")] = 0.995,
-    max_drop_int8: Annotated[float, typer.Option(help="int8: maximum accuracy drop (fraction, 0.003 = 0.3 points).")] = 0.003,
-    min_int8_macs: Annotated[float, typer.Option(help="int8: minimum share of MACs done in int8.")] = 0.95,
-    min_agreement_reduced: Annotated[float, typer.Option(help="fp16 and dynamic: minimum agreement.")] = 0.999,
-    max_abs_fp32: Annotated[float, typer.Option(help="fp32: maximum |output difference|.")] = 1e-4,
+    min_agreement_int8: Annotated[float, typer.Option(callback=fraction, help="int8: minimum top-1 agreement with Keras.")] = 0.995,
+    max_drop_int8: Annotated[float, typer.Option(callback=fraction, help="int8: maximum accuracy drop (fraction, 0.003 = 0.3 points).")] = 0.003,
+    min_int8_macs: Annotated[float, typer.Option(callback=fraction, help="int8: minimum share of MACs done in int8.")] = 0.95,
+    min_agreement_reduced: Annotated[float, typer.Option(callback=fraction, help="fp16 and dynamic: minimum agreement.")] = 0.999,
+    max_abs_fp32: Annotated[float, typer.Option(callback=non_negative, help="fp32: maximum |output difference|.")] = 1e-4,
+    out: Annotated[Optional[Path], typer.Option(help="Where to write verify.json and verify.md (default: the "
+                                                "bundle; a read-only bundle falls back to ./edgeseq-reports/).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run every artifact of a bundle on the MNIST test set (or, without MNIST, the bundle's reference set)
     and compare with the Keras original: agreement, accuracy delta, output error and int8 coverage.
 
-    Writes verify.json and verify.md into the bundle. Exits 1 when any artifact fails a threshold, naming
-    it and by how much. Needs no TensorFlow."""
+    The manifest, reference set and each artifact's size and SHA-256 are checked first: a changed or
+    foreign artifact is refused. Prints the results, then writes verify.json and verify.md. Exit codes:
+    0 all pass, 1 an artifact fails a threshold (named, with by how much), 2 invalid option, 4 bad
+    input (missing, malformed or tampered bundle; unwritable --out). Needs no TensorFlow."""
     with user_errors():
         from edgeseq.formats import Thresholds
-        from edgeseq.verify import verify
+        from edgeseq.verify import verify, write_report
 
         thresholds = Thresholds(fp32_max_abs=max_abs_fp32, reduced_agreement=min_agreement_reduced,
                                 int8_agreement=min_agreement_int8, int8_max_accuracy_drop=max_drop_int8,
                                 int8_min_mac_share=min_int8_macs)
+        check_out(out)
         report = verify(bundle, data_dir=data_dir, thresholds=thresholds, threads=threads)
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        print_report(report)
+        typer.echo(json.dumps(report, indent=2)) if as_json else print_report(report)
+        save_reports(lambda folder: write_report(report, folder), out, bundle, bundle.resolve().name)
     if not report["passed"]:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.cli import app
-from edgeseq.cli.common import DataDir, JsonFlag, table, user_errors
+from edgeseq.cli.common import DataDir, JsonFlag, check_out, table, user_errors
 
 
 @app.command("webcam")
@@ -76,6 +76,7 @@ def demo_video_command(
     """Write a synthetic camera video of MNIST test digits with known labels: dark ink on textured paper
     under uneven light, with blur, noise, small rotations and several digits per frame."""
     with user_errors():
+        check_out(out.parent)
         from edgeseq.webcam.demo import sidecar_path, write_demo_video
 
         sidecar = write_demo_video(out, frames=frames, fps=fps, seed=seed, data_dir=data_dir, max_digits=max_digits)

@@ -21,8 +21,9 @@ from typing import Callable
 import numpy as np
 
 from edgeseq import __version__, atomic, bundle as bundles, labels
-from edgeseq.errors import DataError, EdgeseqError, MissingDependencyError
+from edgeseq.errors import DataError, IntegrityError, InvalidValueError, MissingDependencyError, ModelError, OutputError
 from edgeseq.lazy import require
+from edgeseq.outputs import writable
 from edgeseq.runtimes import open_runner
 from edgeseq.webcam import overlay
 from edgeseq.webcam.capture import open_source
@@ -49,23 +50,27 @@ def load_backends(bundle_dir: Path, keras: bool | None = None, threads: int | No
     """Runners for every produced artifact (or those in ``only``), plus Keras when asked (True) or possible
     (None); the reference is Keras when present, else the fp32 artifact (TFLite first)."""
     manifest = bundles.read_manifest(bundle_dir)
+    known = [a.id for a in manifest.ok_artifacts()]
     if only:
-        known = [a["id"] for a in bundles.ok_artifacts(manifest)]
         unknown = [a for a in only if a not in known]
         if unknown:
-            raise EdgeseqError(f"bundle {bundle_dir} has no produced artifact {', '.join(unknown)}; it has {', '.join(known)}")
+            raise InvalidValueError(f"bundle {bundle_dir} has no produced artifact {', '.join(unknown)}; it has {', '.join(known)}")
+    chosen = [a for a in manifest.ok_artifacts() if not only or a.id in only]
+    paths = bundles.check_artifacts(bundle_dir, manifest, [a.id for a in chosen])  # size, SHA-256, inside the bundle
     backends = []
-    source = Path(manifest["source"]["model"])
-    keras_here = importlib.util.find_spec("keras") is not None and source.is_file()
+    keras_here = importlib.util.find_spec("keras") is not None and Path(manifest.source.model).is_file()
     if keras is True and not keras_here:
-        raise MissingDependencyError("--keras needs Keras/TensorFlow and the bundle's source model on this machine")
-    if keras is not False and keras_here and bundles.sha256_file(source) == manifest["source"]["sha256"]:
-        backends.append(Backend("keras", open_runner(source, threads=threads)))
-    for entry in bundles.ok_artifacts(manifest):
-        if not only or entry["id"] in only:
-            backends.append(Backend(entry["id"], open_runner(bundle_dir / entry["file"], threads=threads)))
+        raise MissingDependencyError("running the Keras original needs Keras/TensorFlow and the bundle's source model on this machine")
+    if keras is not False and keras_here:
+        try:
+            backends.append(Backend("keras", open_runner(bundles.source_model(manifest), threads=threads)))
+        except IntegrityError:
+            if keras is True:
+                raise
+    for entry, path in zip(chosen, paths):
+        backends.append(Backend(entry.id, open_runner(path, threads=threads)))
     if not backends:
-        raise EdgeseqError(f"bundle {bundle_dir} has no artifact to run")
+        raise ModelError(f"bundle {bundle_dir} has no artifact to run")
     names = [b.name for b in backends]
     reference = next((n for n in ("keras", "tflite-fp32", "onnx-fp32") if n in names), names[0])
     return backends, reference
@@ -92,12 +97,15 @@ def run_webcam(bundle_dir: str | Path, source: str | int, *, out_dir: str | Path
     """Run the loop until the source ends, ``max_frames``, 'q' in the window, or Ctrl-C; returns the summary."""
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
     manifest = bundles.read_manifest(bundle_dir)
-    kind = manifest["output"]["kind"]
-    input_shape = tuple(manifest["input"]["shape"])
+    kind = manifest.kind
+    input_shape = tuple(manifest.input.shape)
     headless = (not display_available()) if headless is None else headless
     if not headless and not display_available():
         raise DataError("no display here: use --headless")
     cv2 = require("cv2")
+    why = writable(out_dir)
+    if why:
+        raise OutputError(f"cannot write the webcam results to {out_dir} ({why})")
     backends, reference = load_backends(bundle_dir, keras, threads, only)
     capture = open_source(source)
     truth = read_truth(source)

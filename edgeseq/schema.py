@@ -141,6 +141,26 @@ class Tensor(Part):
     quantization: Optional[JsonObject] = None  # {"scale", "zero_point"} for int8 tensors
 
 
+class Coverage(Part):
+    """How much of an artifact runs in integer arithmetic (export/coverage.py), or why it was not measured."""
+
+    macs: Optional[int] = Field(default=None, ge=0)  # multiply-accumulates per example, loops times their trips
+    macs_int8_static: Optional[int] = Field(default=None, ge=0)
+    macs_int8_dynamic: Optional[int] = Field(default=None, ge=0)
+    macs_float: Optional[int] = Field(default=None, ge=0)
+    int8_mac_share: Optional[float] = Field(default=None, ge=0, le=1)
+    ops: Optional[Dict[Literal["int8", "dynamic", "float"], Dict[str, int]]] = None  # op counts by arithmetic
+    float_mac_ops: Optional[Dict[str, int]] = None
+    notes: List[str] = []
+    error: Optional[str] = None  # coverage could not be read: the artifact stands, its share is unknown
+
+    @model_validator(mode="after")
+    def _measured_or_why_not(self):
+        if self.error is None and (self.macs is None or self.int8_mac_share is None):
+            raise ValueError("coverage needs macs and int8_mac_share, or the error that stopped it")
+        return self
+
+
 class Artifact(Part):
     """One converted (or failed) artifact of a bundle."""
 
@@ -158,7 +178,7 @@ class Artifact(Part):
     inputs: Optional[List[Tensor]] = None
     outputs: Optional[List[Tensor]] = None
     runtime_check: Optional[str] = None
-    coverage: Optional[JsonObject] = None  # export/coverage.py: macs, int8_mac_share, ops, ...
+    coverage: Optional[Coverage] = None
     notes: List[str] = []
     drift: Optional[JsonObject] = None  # per-step hidden-state drift summary (recurrent int8)
 
@@ -197,9 +217,8 @@ class Artifact(Part):
     def ok(self) -> bool:
         return self.status == "ok"
 
-    def int8_mac_share(self) -> Optional[float]:
-        share = (self.coverage or {}).get("int8_mac_share")
-        return float(share) if isinstance(share, (int, float)) else None
+    def coverage_json(self) -> Optional[JsonObject]:
+        return None if self.coverage is None else self.coverage.model_dump(exclude_none=True)
 
 
 class Source(Part):
@@ -282,7 +301,7 @@ class VerifyRow(Part):
     file: str
     bytes: Optional[int] = None
     size_vs_fp32: Optional[float] = None
-    coverage: Optional[JsonObject] = None
+    coverage: Optional[Coverage] = None
     notes: List[str] = []
     recipe: Optional[JsonObject] = None
     thresholds: Dict[str, float]

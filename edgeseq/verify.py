@@ -56,7 +56,7 @@ def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | No
     rows = []
     for entry in manifest.artifacts:
         row = {"id": entry.id, "format": entry.format.value, "quant": entry.quant.value, "file": entry.file,
-               "bytes": entry.bytes, "coverage": entry.coverage, "notes": list(entry.notes),
+               "bytes": entry.bytes, "coverage": entry.coverage_json(), "notes": list(entry.notes),
                "recipe": entry.recipe, "thresholds": thresholds.for_quant(entry.quant)}
         if entry.bytes and fp32_sizes.get(entry.format):
             row["size_vs_fp32"] = round(entry.bytes / fp32_sizes[entry.format], 3)
@@ -104,6 +104,6 @@ def _check(path: Path, entry: Artifact, row: dict, kind: str, images, digits, ke
         result = parity.compare(kind, outputs.reshape(keras_outputs.shape), keras_outputs, digits)
     except (EdgeseqError, ValueError, RuntimeError) as exc:
         return {**row, "status": "error", "passed": False, "reasons": [f"running it failed: {str(exc).splitlines()[0][:300]}"]}
-    reasons = parity.judge(entry.quant, result, entry.coverage, thresholds)
+    reasons = parity.judge(entry.quant, result, row["coverage"], thresholds)
     return {**row, "status": "ok", "passed": not reasons, "reasons": reasons, "parity": result,
             "runtime": runner.describe(), "run_seconds": round(seconds, 2)}

@@ -190,6 +190,8 @@ BAD_VALUES = {
     "notes": ("a string", "artifacts[7].notes"),
     "log traversal": ("../../etc/shadow", "is not a plain path inside the bundle"),
     "coverage": ([1, 2], "artifacts[7].coverage"),
+    "coverage share": ({"macs": 5, "int8_mac_share": 1.7}, "artifacts[7].coverage.int8_mac_share"),
+    "coverage empty": ({}, "coverage needs macs and int8_mac_share"),
     "unknown field": (None, "Extra inputs are not permitted"),
 }
 
@@ -371,6 +373,31 @@ def test_keras_source_is_loaded_only_when_its_hash_matches(bundle, tmp_path, fau
         needle = "is not on this machine"
     result = runner.invoke(app, ["bench", str(bundle), "--keras", "--runs", "1", "--out", str(tmp_path / "b")])
     assert_one_line_error(result, EXIT_BAD_INPUT, needle)
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+SOURCES = {
+    "empty image": (lambda d: _written(d / "x.png", b""), "is not a readable image"),
+    "random image": (lambda d: _written(d / "x.jpg", os.urandom(500)), "is not a readable image"),
+    "random video": (lambda d: _written(d / "x.mp4", os.urandom(5000)), "cannot open video"),
+    "folder without images": (lambda d: _written(d / "notes.txt", b"x").parent, "has no images"),
+    "missing": (lambda d: d / "gone.mp4", "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(SOURCES), ids=list(SOURCES))
+def test_bad_webcam_source(bundle, tmp_path, case):
+    folder = tmp_path / "source"
+    folder.mkdir()
+    make, needle = SOURCES[case]
+    result = runner.invoke(app, ["webcam", str(bundle), "--source", str(make(folder)), "--headless",
+                                 "--out", str(tmp_path / "w")])
+    assert_one_line_error(result, EXIT_BAD_INPUT, needle)
+    assert not (tmp_path / "w" / "summary.json").exists()
 
 
 # ----------------------------------------------------------------------------------- model files and cards (export)

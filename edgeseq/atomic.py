@@ -39,10 +39,10 @@ def write_text(target: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(target: str | os.PathLike, obj) -> Path:
-    return write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    return write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=jsonable) + "\n")
 
 
-def _jsonable(value):
+def jsonable(value):
     """numpy scalars and arrays, Paths and Enums as plain JSON values."""
     if hasattr(value, "tolist"):
         return value.tolist()

@@ -8,6 +8,7 @@ peak memory come from a fresh process (:mod:`edgeseq.coldstart`). Accuracy and a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -43,7 +44,8 @@ class BenchConfig:
     seconds: float | None = None  # a time budget per artifact and batch size instead of a run count
     cold_start: bool = True
     accuracy: bool = True
-    max_cv: float = 0.10  # runs whose coefficient of variation is above this are marked unstable
+    max_spread: float = 0.10  # runs whose robust spread (1.4826 MAD / median) is above this are marked unstable
+    raw: bool = False  # keep every timed sample in the report (default: a fixed-size sample of them)
 
     def __post_init__(self):
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -52,8 +54,8 @@ class BenchConfig:
             raise InvalidValueError(f"warmup must be >= 0 and runs >= 1, got {self.warmup} and {self.runs}")
         if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
             raise InvalidValueError(f"seconds must be a finite number > 0, got {self.seconds}")
-        if not (math.isfinite(self.max_cv) and self.max_cv >= 0):
-            raise InvalidValueError(f"max_cv must be a finite number >= 0, got {self.max_cv}")
+        if not (math.isfinite(self.max_spread) and self.max_spread >= 0):
+            raise InvalidValueError(f"max_spread must be a finite number >= 0, got {self.max_spread}")
         if self.threads is not None and self.threads < 1:
             raise InvalidValueError(f"threads must be >= 1, got {self.threads}")
 
@@ -115,8 +117,32 @@ def latency_stats(samples_ns: np.ndarray, batch: int) -> dict:
         "p50_us": round(float(np.percentile(us, 50)), 2), "p90_us": round(float(np.percentile(us, 90)), 2),
         "p99_us": round(float(np.percentile(us, 99)), 2), "max_us": round(float(us.max()), 2),
         "cv": round(float(us.std() / mean), 4) if mean else 0.0,
+        **stability(us),
         "throughput_per_s": round(batch * 1e6 / float(np.median(us)), 1),
     }
+
+
+SAMPLES_KEPT = 2000  # timed samples a report keeps (a bench.json stays small on an SD card); --raw keeps all
+
+
+def stability(us: np.ndarray) -> dict:
+    """Robust spread of latency samples (µs): 1.4826 MAD / median (a robust coefficient of variation, which
+    one outlier cannot move) and p99 / p50 (how heavy the tail is)."""
+    median = float(np.median(us))
+    mad = float(np.median(np.abs(us - median)))
+    return {"spread": round(1.4826 * mad / median, 4) if median else 0.0,
+            "tail_ratio": round(float(np.percentile(us, 99)) / median, 3) if median else 0.0}
+
+
+def kept_samples(samples_ns: np.ndarray, raw: bool = False, keep: int = SAMPLES_KEPT) -> dict:
+    """What a report keeps of the timed samples: all with ``raw``, else an evenly spread, order-preserving
+    selection of ``keep`` (percentiles above are always from every sample), and a log-spaced histogram."""
+    us = np.asarray(samples_ns, dtype=np.float64) / 1e3
+    chosen = us if raw or len(us) <= keep else us[np.linspace(0, len(us) - 1, keep).round().astype(int)]
+    edges = np.geomspace(max(us.min(), 1e-3), max(us.max(), us.min() * 1.001, 1e-3), 41)
+    counts, _ = np.histogram(us, bins=edges)
+    return {"samples_us": np.round(chosen, 1).tolist(), "samples_total": int(len(us)),
+            "histogram_us": {"edges": np.round(edges, 2).tolist(), "counts": counts.astype(int).tolist()}}
 
 
 def time_step(step: Callable, warmup: int, runs: int, seconds: float | None) -> np.ndarray:
@@ -191,13 +217,11 @@ def bench(paths: list[str | Path], config: BenchConfig | None = None, *, data_di
     cache: dict = {}
     try:
         for index, target in enumerate(targets):
-            if on_progress:
-                on_progress(target.id, index, len(targets))
             report["artifacts"].append(_bench_one(target, config, data_dir, cache))
+            if on_progress:
+                on_progress(target.id, index + 1, len(targets))
     except KeyboardInterrupt:
         report["interrupted"] = True
-    if on_progress:
-        on_progress("", len(targets), len(targets))
     return report
 
 
@@ -221,8 +245,8 @@ def _bench_one(target: Target, config: BenchConfig, data_dir, cache: dict) -> di
         step = runner.stepper(np.random.default_rng(0).random((batch, *runner.input_shape), dtype=np.float32))
         samples = time_step(step, config.warmup, config.runs, config.seconds)
         stats = latency_stats(samples, batch)
-        stats["unstable"] = stats["cv"] > config.max_cv
-        stats["samples_us"] = np.round(samples / 1e3, 1).tolist()  # the distribution, for plots and re-analysis
+        stats["unstable"] = stats["spread"] > config.max_spread
+        stats.update(kept_samples(samples, raw=config.raw))
         row["latency"].append(stats)
     if config.cold_start and target.format != "keras":
         row["cold_start"] = cold_start(target, config)
@@ -315,20 +339,24 @@ def write_report(report: dict, out_dir: str | Path) -> list[Path]:
 
 
 def _plots(report: dict, out_dir: Path) -> list[Path]:
-    rows = [r for r in report["artifacts"] if r.get("latency") and "samples_us" in r["latency"][0]]
+    """latency and accuracy_latency figures: PNG through matplotlib where it is installed, else SVG written
+    directly (:mod:`edgeseq.svg`; the base install on a device has no matplotlib)."""
+    rows = [r for r in report["artifacts"] if r.get("latency") and r["latency"][0].get("samples_us")]
     if not rows:
         return []
-    files = []
-    try:
-        from edgeseq import plots
+    if importlib.util.find_spec("matplotlib") is not None:
+        from edgeseq import plots as figures
 
-        files.append(plots.latency_distribution([r["id"] for r in rows], [r["latency"][0]["samples_us"] for r in rows],
-                                                out_dir / "latency.png", f"latency at batch {rows[0]['latency'][0]['batch']}"))
-        scored = [r for r in rows if (r.get("accuracy") or {}).get("accuracy") is not None]
-        if scored:
-            files.append(plots.accuracy_vs_latency([r["id"] for r in scored], [r["latency"][0]["p50_us"] for r in scored],
-                                                   [r["accuracy"]["accuracy"] for r in scored],
-                                                   out_dir / "accuracy_latency.png", "accuracy against latency"))
-    except EdgeseqError:  # matplotlib is not part of the base install: the report stands without plots
-        pass
+        suffix = ".png"
+    else:
+        from edgeseq import svg as figures
+
+        suffix = ".svg"
+    files = [figures.latency_distribution([r["id"] for r in rows], [r["latency"][0]["samples_us"] for r in rows],
+                                          out_dir / f"latency{suffix}", f"latency at batch {rows[0]['latency'][0]['batch']}")]
+    scored = [r for r in rows if (r.get("accuracy") or {}).get("accuracy") is not None]
+    if scored:
+        files.append(figures.accuracy_vs_latency([r["id"] for r in scored], [r["latency"][0]["p50_us"] for r in scored],
+                                                 [r["accuracy"]["accuracy"] for r in scored],
+                                                 out_dir / f"accuracy_latency{suffix}", "accuracy against latency"))
     return files

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
-from edgeseq.errors import InvalidValueError, UnknownChoiceError
+from edgeseq.errors import InvalidValueError
 
 
 class Format(str, Enum):
@@ -22,23 +22,6 @@ class Quant(str, Enum):
 
 
 EXTENSIONS = {Format.tflite: ".tflite", Format.onnx: ".onnx"}
-
-
-def expand(choice: str, enum: type[Enum]) -> list:
-    """``"all"`` -> every member; a comma list ``"fp32,int8"`` -> those members; unknown names raise."""
-    names = [c.strip() for c in choice.split(",") if c.strip()]
-    if names == ["all"]:
-        return list(enum)
-    valid = [m.value for m in enum]
-    picked = []
-    for name in names:
-        if name not in valid:
-            raise UnknownChoiceError(enum.__name__.lower(), name, valid + ["all"])
-        if enum(name) not in picked:
-            picked.append(enum(name))
-    if not picked:
-        raise UnknownChoiceError(enum.__name__.lower(), choice, valid + ["all"])
-    return picked
 
 
 def artifact_id(fmt: Format, quant: Quant) -> str:

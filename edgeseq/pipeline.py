@@ -16,7 +16,7 @@ from typing import Callable
 from datetime import datetime, timezone
 
 from edgeseq import __version__, atomic
-from edgeseq.report import human_bytes, markdown_table
+from edgeseq.report import human_bytes, markdown_html, markdown_table
 from edgeseq.schema import PipelineReport, validated, write_document
 
 QUICK_EPOCHS = 1
@@ -111,8 +111,9 @@ def run_pipeline(model: str, *, out_dir: str | Path | None = None, quick: bool =
     seconds["bench"] = round(time.perf_counter() - started, 1)
 
     verdict, passed = _verdict(verification, benched)
-    report_path = atomic.write_text(run_dir / "report.md", _report(name, run_dir, evaluation, verification, benched,
-                                                                   verdict, seconds, quick))
+    markdown = _report(name, run_dir, evaluation, verification, benched, verdict, seconds, quick)
+    report_path = atomic.write_text(run_dir / "report.md", markdown)
+    atomic.write_text(run_dir / "report.html", markdown_html(markdown, run_dir, f"edgeseq pipeline: {name}"))
     write_document(run_dir / "pipeline.json", _document(name, run_dir, evaluation, verification, benched, verdict,
                                                         passed, seconds, quick))
     return PipelineResult(run_dir, report_path, verdict, passed, seconds)
@@ -190,7 +191,7 @@ def _report(name, run_dir, evaluation, verification, benched, verdict, seconds, 
         "## Files", "",
         _links(run_dir, ("curves.png", "confusion.png", "wrong.png"), "the original's training and errors"),
         _links(run_dir, ("bundle/verify.md",), "parity in detail, with what each artifact left unquantized"),
-        _links(run_dir, ("bench/bench.md", "bench/latency.png"), "latency, cold start and memory"),
+        _links(run_dir, ("bench/bench.md", "bench/latency.png", "bench/latency.svg"), "latency, cold start and memory"),
         _links(run_dir, tuple(f"bundle/drift-{fmt}-int8.{ext}" for fmt in ("tflite", "onnx") for ext in ("md", "png")),
                "how far the int8 hidden state drifts from float over the time steps"),
         "- `bundle/`: what to copy to the device (`edgeseq verify bundle` and `edgeseq bench bundle` run there without TensorFlow)",

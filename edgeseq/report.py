@@ -1,6 +1,12 @@
-"""Readable reports: Markdown tables for verify (and, later, bench), from the JSON report dicts."""
+"""Readable reports: Markdown tables for verify and bench from the JSON report dicts, and an HTML twin of
+any Markdown report with its figures inline."""
 
 from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
 
 
 def human_bytes(n: int | None) -> str:
@@ -98,7 +104,7 @@ def bench_row(row: dict, batch: int = 1) -> list[str]:
     name = f"{runtime['runtime']} {runtime['version']}"
     if runtime.get("node_providers"):
         name += " [" + ", ".join(f"{p.replace('ExecutionProvider', '')}:{n}" for p, n in runtime["node_providers"].items()) + "]"
-    flags = ["unstable (cv {:.0%})".format(lat["cv"])] if lat.get("unstable") else []
+    flags = [f"unstable (robust spread {lat['spread']:.0%}, p99/p50 {lat['tail_ratio']:.1f})"] if lat.get("unstable") else []
     return [
         row["id"], name, human_bytes(row["bytes"]), _pct(acc.get("accuracy")), _pct(acc.get("agreement")),
         f"{lat['p50_us']:.1f}" if lat else "-", f"{lat['p90_us']:.1f}" if lat else "-",
@@ -135,3 +141,59 @@ def compare_markdown(diff: dict) -> str:
              _pct(r["accuracy_before"]), _pct(r["accuracy_after"]), "; ".join(r["regressions"]) or "ok"] for r in diff["rows"]]
     return markdown_table(["artifact", "p50 before µs", "p50 after µs", "change", "accuracy before", "accuracy after",
                            "verdict"], rows)
+
+
+def markdown_html(markdown: str, base: Path, title: str) -> str:
+    """The Markdown edgeseq writes (headings, paragraphs, bullets, tables, bold, links) as one self-contained
+    HTML page; every linked PNG or SVG under ``base`` is shown inline (data URI), so it opens anywhere."""
+    body, table_rows, bullets = [], [], []
+
+    def flush() -> None:
+        if table_rows:
+            head, *rest = table_rows
+            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rest) + "</table>")
+            table_rows.clear()
+        if bullets:
+            body.append("<ul>" + "".join(f"<li>{b}</li>" for b in bullets) + "</ul>")
+            bullets.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-:") for c in cells):
+                table_rows.append([_inline(c, base) for c in cells])
+            continue
+        if line.startswith("- "):
+            bullets.append(_inline(line[2:], base) + _figures(line, base))
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline(line[level:].strip(), base)}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line, base)}</p>")
+    flush()
+    return ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
+            "body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}img{max-width:100%;display:block;margin:.5em 0}"
+            "</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _inline(text: str, base: Path) -> str:
+    text = html.escape(text, quote=False)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
+
+
+def _figures(line: str, base: Path) -> str:
+    """Inline <img> of each PNG/SVG the line links to, when the file is there."""
+    shown = []
+    for target in re.findall(r"\]\(([^)]+\.(?:png|svg))\)", line):
+        path = base / target
+        if path.is_file():
+            kind = "svg+xml" if path.suffix == ".svg" else "png"
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            shown.append(f'<img alt="{html.escape(target)}" src="data:image/{kind};base64,{data}">')
+    return "".join(shown)

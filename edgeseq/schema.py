@@ -331,6 +331,17 @@ class VerifyReport(Document):
     artifacts: List[VerifyRow]
 
 
+class Histogram(Part):
+    edges: List[float]  # µs, one more than counts
+    counts: List[int]
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        if len(self.edges) != len(self.counts) + 1:
+            raise ValueError("a histogram needs one more edge than counts")
+        return self
+
+
 class Latency(Part):
     batch: int = Field(ge=1)
     error: Optional[str] = None  # why this batch size was not measured
@@ -344,8 +355,12 @@ class Latency(Part):
     max_us: Optional[float] = None
     cv: Optional[float] = None
     throughput_per_s: Optional[float] = None
-    unstable: Optional[bool] = None
-    samples_us: Optional[List[float]] = None
+    spread: Optional[float] = None  # 1.4826 MAD / median: a robust coefficient of variation
+    tail_ratio: Optional[float] = None  # p99 / p50
+    unstable: Optional[bool] = None  # spread above the run's max_spread
+    samples_us: Optional[List[float]] = None  # every sample with --raw, else an evenly spread selection
+    samples_total: Optional[int] = None
+    histogram_us: Optional[Histogram] = None  # log-spaced bins over all samples
 
 
 class BenchRow(Part):

@@ -41,7 +41,7 @@ def evaluation_set(manifest: Manifest, reference: bundles.Reference, data_dir=No
 
 
 def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | None = None,
-           threads: int | None = None, on_artifact=None) -> dict:
+           threads: int | None = None, on_start=None, on_artifact=None) -> dict:
     """Check every artifact of ``bundle_dir``; returns the report (see :func:`write_report`).
 
     The manifest, the reference set and every artifact's size and SHA-256 are checked before anything
@@ -52,6 +52,8 @@ def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | No
     reference = bundles.read_reference(bundle_dir, manifest)
     paths = dict(zip((a.id for a in manifest.ok_artifacts()), bundles.check_artifacts(bundle_dir, manifest)))
     images, digits, keras_outputs, described = evaluation_set(manifest, reference, data_dir)
+    if on_start:
+        on_start(len(manifest.artifacts))
     fp32_sizes = {a.format: a.bytes for a in manifest.ok_artifacts() if a.quant is Quant.fp32}
     rows = []
     for entry in manifest.artifacts:

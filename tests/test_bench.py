@@ -22,7 +22,7 @@ QUICK = bench.BenchConfig(warmup=2, runs=15)
 
 
 def _check_latency(stats: dict, batch: int = 1):
-    assert stats["batch"] == batch and stats["runs"] == len(stats["samples_us"])
+    assert stats["batch"] == batch and stats["runs"] == stats["samples_total"] >= len(stats["samples_us"])
     assert stats["min_us"] <= stats["p50_us"] <= stats["p90_us"] <= stats["p99_us"] <= stats["max_us"]
     assert stats["throughput_per_s"] > 0 and stats["cv"] >= 0 and isinstance(stats["unstable"], bool)
 
@@ -164,12 +164,16 @@ def test_bench_runs_with_only_the_base_install(tiny_bundle, small_mnist_dir, tmp
                            "--warmup", "1", "--json", "--data-dir", str(small_mnist_dir), "--out", str(tmp_path / "b")],
                           capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = {r["id"]: r for r in json.loads(done.stdout)["artifacts"]}
+    rows = {r["id"]: r for r in json.loads(done.stdout)["result"]["artifacts"]}
     for aid in ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"):
         assert rows[aid]["latency"][0]["p50_us"] > 0
         assert rows[aid]["accuracy"]["agreement"] > 0.9 and rows[aid]["accuracy"]["accuracy"] > 0.5
         assert rows[aid]["cold_start"]["load_and_first_inference_ms"] > 0
-    assert not (tmp_path / "b" / "latency.png").exists()  # no matplotlib in the base install: no plots, no failure
+    # no matplotlib in the base install: the figures come as SVG, and the run says so
+    assert not (tmp_path / "b" / "latency.png").exists() and "plots were written as SVG" in done.stderr
+    for name in ("latency.svg", "accuracy_latency.svg"):
+        svg = (tmp_path / "b" / name).read_text()
+        assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "tflite-int8" in svg
 
 
 def test_ctrl_c_still_writes_what_was_measured(tiny_bundle, tmp_path, monkeypatch):

@@ -64,7 +64,7 @@ def test_evaluate_reports_the_cards_accuracy(lstm_run, small_mnist_dir, tmp_path
     result = runner.invoke(app, ["evaluate", str(out / "model.keras"), "--data-dir", str(small_mnist_dir),
                                  "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)["result"]
     assert report["metrics"]["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"], abs=1e-6)
     assert report["examples"] == 300 and sum(map(sum, report["confusion"])) == 300
     for name in ("confusion.png", "correct.png", "wrong.png", "evaluation.json"):
@@ -79,7 +79,7 @@ def test_seq2seq_evaluation_has_word_and_char_accuracy(tmp_path, small_mnist_dir
                                "--data-dir", str(small_mnist_dir), "-q"]).exit_code == 0
     result = runner.invoke(app, ["evaluate", str(out), "--data-dir", str(small_mnist_dir), "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)["result"]
     assert set(report["metrics"]) == {"word_accuracy", "char_accuracy", "char_error_rate"}
     assert len(report["confusion"][0]) == 11  # a column for words that name no digit
     samples = (out / "samples.md").read_text()
@@ -89,7 +89,7 @@ def test_seq2seq_evaluation_has_word_and_char_accuracy(tmp_path, small_mnist_dir
 def test_zoo_lists_six_models_with_parameter_counts():
     result = runner.invoke(app, ["zoo", "--json"])
     assert result.exit_code == 0, result.output
-    rows = {r["name"]: r for r in json.loads(result.output)}
+    rows = {r["name"]: r for r in json.loads(result.stdout)["result"]}
     assert list(rows) == ["mlp", "rnn", "rnn128", "lstm", "gru", "seq2seq"]
     assert rows["mlp"]["parameters"] == 63_018 and rows["rnn"]["batch_size"] == 150
     text = runner.invoke(app, ["zoo"]).output

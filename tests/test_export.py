@@ -122,8 +122,10 @@ def test_verify_notices_a_changed_file(tiny_bundle, tmp_path, small_mnist_dir):
     data[-100] ^= 0xFF
     target.write_bytes(bytes(data))
     result = runner.invoke(app, ["verify", str(bundle), "--data-dir", str(small_mnist_dir), "--json"])
-    assert result.exit_code == 4 and "does not match the manifest's SHA-256" in result.output
-    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert result.exit_code == 4 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    envelope = json.loads(result.stdout)  # --json: the failure in the same envelope as a result
+    assert envelope["ok"] is False and envelope["exit_code"] == 4 and envelope["result"] is None
+    assert "does not match the manifest's SHA-256" in result.stderr and envelope["error"] == result.stderr.strip()
 
 
 def test_user_conv_model_outside_the_zoo(tmp_path, splits):
@@ -188,9 +190,9 @@ def test_corrupt_or_foreign_model_files(tmp_path):
 
 def test_unknown_format_or_quant_lists_the_valid_ones(tmp_path):
     result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--format", "coreml"])
-    assert result.exit_code == 2 and "unknown format 'coreml'; valid: tflite, onnx, all" in result.output
+    assert result.exit_code == 2 and "'coreml' is not one of 'tflite', 'onnx'" in result.output
     result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--quant", "int4"])
-    assert "unknown quant 'int4'; valid: fp32, fp16, dynamic, int8, all" in result.output
+    assert result.exit_code == 2 and "'int4' is not one of 'fp32', 'fp16', 'dynamic', 'int8'" in result.output
 
 
 def test_a_mixed_precision_model_exports_as_float32(tmp_path, small_mnist_dir, splits):

@@ -597,7 +597,10 @@ INVALID_OPTIONS = {
     "export calib text": ["export", "{m}", "--calib", "lots"],
     "export format": ["export", "{m}", "--format", "coreml"],
     "export quant": ["export", "{m}", "--quant", "int4"],
-    "export empty format": ["export", "{m}", "--format", ","],
+    "export comma list": ["export", "{m}", "--format", "tflite,onnx"],
+    "export all": ["export", "{m}", "--quant", "all"],
+    "bench provider": ["bench", "{b}", "--provider", "gpu"],
+    "train schedule": ["train", "mlp", "--schedule", "linear"],
     "train lr nan": ["train", "mlp", "--lr", "nan"],
     "train lr inf": ["train", "mlp", "--lr", "inf"],
     "train lr 0": ["train", "mlp", "--lr", "0"],
@@ -806,7 +809,7 @@ def test_interrupted_re_export_keeps_the_good_bundle(bundle, tiny_bundle, small_
     from edgeseq.verify import verify
 
     before = snapshot(bundle)
-    process = _spawn("export", str(tiny_bundle[0]), "--format", "tflite,onnx", "--quant", "fp32,int8", "--calib", "100",
+    process = _spawn("export", str(tiny_bundle[0]), "--format", "tflite", "--format", "onnx", "--quant", "fp32", "--quant", "int8", "--calib", "100",
                      "--data-dir", str(small_mnist_dir), "--out", str(bundle))
     _wait_for(process, moment)
     workers = _children(process.pid)
@@ -833,7 +836,7 @@ def test_interrupted_re_export_keeps_the_good_bundle(bundle, tiny_bundle, small_
 
 def test_terminated_export_cleans_up_as_ctrl_c_does(bundle, tiny_bundle, small_mnist_dir):
     before = snapshot(bundle)
-    process = _spawn("export", str(tiny_bundle[0]), "--format", "onnx", "--quant", "fp32,int8", "--calib", "100",
+    process = _spawn("export", str(tiny_bundle[0]), "--format", "onnx", "--quant", "fp32", "--quant", "int8", "--calib", "100",
                      "--data-dir", str(small_mnist_dir), "--out", str(bundle))
     _wait_for(process, "converted onnx-fp32")
     process.send_signal(signal.SIGTERM)
@@ -844,7 +847,7 @@ def test_terminated_export_cleans_up_as_ctrl_c_does(bundle, tiny_bundle, small_m
 
 def test_interrupted_first_export_leaves_no_half_bundle(tiny_bundle, tmp_path, small_mnist_dir):
     out = tmp_path / "fresh"
-    process = _spawn("export", str(tiny_bundle[0]), "--format", "tflite", "--quant", "fp32,int8", "--calib", "100",
+    process = _spawn("export", str(tiny_bundle[0]), "--format", "tflite", "--quant", "fp32", "--quant", "int8", "--calib", "100",
                      "--data-dir", str(small_mnist_dir), "--out", str(out))
     _wait_for(process, "converted tflite-fp32")
     process.send_signal(signal.SIGINT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -34,6 +35,12 @@ def test_pipeline_on_a_zoo_model(tmp_path, small_mnist_dir):
     for name in ("model.keras", "card.json", "curves.png", "bundle/manifest.json", "bundle/verify.json", "bench/bench.json"):
         assert (out / name).is_file(), name
     assert (result.exit_code == 0) == ("failing:" not in result.output)
+    page = (out / "report.html").read_text()  # the HTML twin: same verdict, figures inline, no file it needs beside it
+    assert page.startswith("<!DOCTYPE html>") and "<b>Verdict: " in page and page.count("<tr>") == 9
+    assert page.count('src="data:image/png;base64,') >= 3 and 'src="curves.png"' not in page
+    document = json.loads((out / "pipeline.json").read_text())
+    assert document["schema"] == "edgeseq.pipeline/1" and document["passed"] == (result.exit_code == 0)
+    assert len(document["artifacts"]) == 8 and {"report.md", "report.html", "pipeline.json"} <= set(document["files"])
 
 
 def test_pipeline_on_a_users_keras_file(tiny_bundle, tmp_path, small_mnist_dir):

@@ -181,7 +181,7 @@ def test_headless_loop_on_the_demo_video(tiny_bundle, demo, tmp_path):
     cli = runner.invoke(app, ["webcam", str(result.bundle_dir), "--source", str(demo), "--headless", "--out",
                               str(tmp_path), "--json"])
     assert cli.exit_code == 0, cli.output
-    summary = json.loads(cli.output)
+    summary = json.loads(cli.stdout)["result"]
     assert summary == json.loads((tmp_path / "summary.json").read_text())
     assert summary["frames"] == 12 and summary["digits"] >= 12 and summary["stopped"] == "source ended"
     assert summary["reference"] == "keras" and len(summary["backends"]) == 9  # Keras + eight artifacts

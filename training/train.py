@@ -57,7 +57,8 @@ def _make_deterministic(keras, seed: int, device: dict) -> None:
         require("tensorflow").config.experimental.enable_op_determinism()
 
 
-def _epoch_timer(keras):
+def _epoch_timer(keras, on_epoch=None, samples: int = 0):
+    """A callback timing each epoch; ``on_epoch(logs, seconds, samples_per_s)`` reports it (progress)."""
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
@@ -67,7 +68,10 @@ def _epoch_timer(keras):
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(round(time.perf_counter() - self._start, 3))
+            seconds = time.perf_counter() - self._start
+            self.seconds.append(round(seconds, 3))
+            if on_epoch:
+                on_epoch(dict(logs or {}), seconds, samples / seconds if seconds > 0 else 0.0)
 
     return EpochTimer()
 
@@ -92,6 +96,7 @@ def train(
     mixed_precision: bool = False,
     data_dir: str | Path | None = None,
     progress: bool = True,
+    on_epoch=None,
     train_split: Split | None = None,
     test_split: Split | None = None,
 ) -> TrainResult:
@@ -130,12 +135,12 @@ def train(
 
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    timer = _epoch_timer(keras)
+    timer = _epoch_timer(keras, on_epoch, len(x) - int(len(x) * val_split))
     callbacks = [timer]
     tensorboard = importlib.util.find_spec("tensorboard") is not None and importlib.util.find_spec("tensorflow") is not None
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
-    verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
+    verbose = 0 if on_epoch or not progress else (1 if sys.stdout.isatty() else 2)
 
     started = time.perf_counter()
     fitted = model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, validation_split=val_split,

@@ -35,7 +35,16 @@ class Task(str, Enum):
 
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
-SCHEDULES = ("constant", "cosine")  # cosine: decay to 1 % of the learning rate over all steps
+
+
+class Schedule(str, Enum):
+    """Learning-rate schedule (library and ``edgeseq train --schedule``)."""
+
+    constant = "constant"
+    cosine = "cosine"  # decay to 1 % of the learning rate over all steps
+
+
+SCHEDULES = tuple(s.value for s in Schedule)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 from pathlib import Path
@@ -19,24 +20,65 @@ DataDir = Annotated[
     typer.Option("--data-dir", help=f"Folder with the MNIST IDX .gz files or mnist.npz (default: ${ENV_VAR}, "
                  "then the Keras cache, then a checked download)."),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (the same envelope on every "
+                                        "command: schema, command, ok, exit_code, error, result).")]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
+
+
+def progress(what: str, quiet: bool, total: Optional[int] = None, every: float = 0.0):
+    """The one progress display (:mod:`edgeseq.progress`) for a command's long step."""
+    from edgeseq.progress import Progress
+
+    return Progress(what, total, quiet=quiet, every=every)
+
+
+ENVELOPE = "edgeseq.cli/1"
+
+
+def envelope(command: str, result, exit_code: int, error: Optional[str] = None) -> str:
+    """What every command prints with ``--json``: the same keys around each command's own result."""
+    from edgeseq import __version__
+    from edgeseq.atomic import jsonable
+
+    return json.dumps({"schema": ENVELOPE, "command": command, "edgeseq": __version__, "ok": exit_code == 0,
+                       "exit_code": exit_code, "error": error, "result": result}, indent=2, default=jsonable)
+
+
+def finish(command: str, as_json: bool, result, exit_code: int = 0) -> None:
+    """End a command: the envelope on stdout with ``--json``, then the exit code."""
+    if as_json:
+        typer.echo(envelope(command, result, exit_code))
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+class Reply:
+    """What a command has so far: a failure after measuring still hands it to the ``--json`` envelope."""
+
+    result = None
+
+
+def _fail(command: Optional[str], as_json: bool, reply: Reply, message: str, code: int) -> None:
+    typer.echo(message, err=True)
+    if as_json and command:
+        typer.echo(envelope(command, reply.result, code, message))
+    raise typer.Exit(code)
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Known problems become one line on stderr and a non-zero exit; Ctrl-C exits 130."""
+def user_errors(command: Optional[str] = None, as_json: bool = False) -> Iterator[Reply]:
+    """Known problems become one line on stderr (and, with ``--json``, an envelope holding it and whatever
+    the command had measured on stdout) and their exit code; Ctrl-C exits 130."""
+    reply = Reply()
     try:
-        yield
+        yield reply
     except EdgeseqError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+        _fail(command, as_json, reply, f"error: {exc}", exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        _fail(command, as_json, reply, "interrupted", EXIT_INTERRUPTED)
     except OSError as exc:  # the file system said no (a file where a folder goes, full, read-only, ...)
         where = f"{exc.filename}: " if exc.filename else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _fail(command, as_json, reply, f"error: {where}{exc.strerror or exc}", EXIT_BAD_INPUT)
 
 
 def finite(value: Optional[float]) -> Optional[float]:
@@ -113,3 +155,16 @@ def _is_number(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def print_verify(report: dict) -> None:
+    """A verify report as a table, each failing threshold on a line of its own."""
+    from edgeseq.report import VERIFY_HEADERS, verify_row
+
+    typer.echo(f"{report['model']}: evaluated on the {report['evaluated_on']}")
+    typer.echo(table(VERIFY_HEADERS, [verify_row(r) for r in report["artifacts"]]))
+    for row in report["artifacts"]:
+        for reason in row["reasons"]:
+            typer.echo(f"  {row['id']} FAIL: {reason}")
+    passed = sum(r["passed"] for r in report["artifacts"])
+    typer.echo(f"{passed} of {len(report['artifacts'])} artifacts pass")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.cli import app
-from edgeseq.cli.common import DataDir, JsonFlag, check_out, table, user_errors
+from edgeseq.cli.common import DataDir, JsonFlag, check_out, finish, table, user_errors
 
 
 @app.command("evaluate")
@@ -23,13 +22,13 @@ def evaluate_command(
 ) -> None:
     """Score a model on the MNIST test set and write confusion.png, correct.png, wrong.png and
     evaluation.json (plus samples.md for spelling models)."""
-    with user_errors():
+    with user_errors("evaluate", as_json):
         check_out(out)
         from edgeseq.training.evaluate import evaluate
 
         result = evaluate(model, data_dir=data_dir, out_dir=out, limit=limit)
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        finish("evaluate", as_json, result.to_json())
         return
     typer.echo(f"{result.model}: {result.kind} model, {result.examples:,} test images")
     typer.echo(table(["metric", "value"], [[k, f"{v:.4f}"] for k, v in result.metrics.items()]))

@@ -9,8 +9,8 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.cli import app
-from edgeseq.cli.common import DataDir, check_out, force_cpu, positive, user_errors
-from edgeseq.training.zoo import ZooName
+from edgeseq.cli.common import DataDir, JsonFlag, check_out, finish, force_cpu, positive, progress, user_errors
+from edgeseq.training.zoo import Schedule, ZooName
 
 
 @app.command("train")
@@ -19,8 +19,8 @@ def train_command(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: the seed recipe's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: the recipe's).")] = None,
     lr: Annotated[Optional[float], typer.Option(callback=positive, help="Learning rate (default: the recipe's).")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: constant or cosine "
-                                                    "(decay to 1 % over the run); default: the recipe's.")] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule (cosine: decay to 1 % "
+                                                         "over the run); default: the recipe's.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same model on CPU.")] = 0,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N training images only (quick runs).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default: runs/NAME).")] = None,
@@ -28,7 +28,8 @@ def train_command(
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="Compute in float16 on GPU "
                                                   "(bfloat16 on CPU), keep weights in float32.")] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when a GPU is visible.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Train a zoo model on MNIST, on a GPU when one is visible, and write model.keras, card.json,
     history.json, curves.png and TensorBoard logs into the run directory. The card's test metrics are
@@ -36,13 +37,21 @@ def train_command(
     if cpu:
         force_cpu()
     out = out or Path("runs") / name.value
-    with user_errors():
+    with user_errors("train", as_json):
         check_out(out)  # before a training run is spent
         from edgeseq.training.train import seed_check, train
 
-        result = train(name, out_dir=out, epochs=epochs, batch_size=batch_size, learning_rate=lr, schedule=schedule, seed=seed,
-                       limit=limit, mixed_precision=mixed_precision, data_dir=data_dir, progress=not quiet)
+        from edgeseq.training import zoo
+
+        with progress("train", quiet, total=epochs or zoo.get(name).recipe.epochs) as shown:
+            result = train(name, out_dir=out, epochs=epochs, batch_size=batch_size, learning_rate=lr,
+                           schedule=schedule.value if schedule else None, seed=seed, limit=limit,
+                           mixed_precision=mixed_precision, data_dir=data_dir, progress=False,
+                           on_epoch=lambda logs, seconds, rate: shown.advance(_epoch_line(logs, rate)))
     card = result.card
+    if as_json:
+        finish("train", as_json, {"run_dir": str(result.run_dir), "files": [str(f) for f in result.files], "card": card})
+        return
     device = card["training"]["device"]
     metric, achieved, target, met = seed_check(card)
     typer.echo(f"trained {card['name']} ({card['parameters']:,} parameters) on {device['type']} "
@@ -53,3 +62,8 @@ def train_command(
     typer.echo(f"run directory: {result.run_dir}")
     for f in result.files:
         typer.echo(f"  {f.name}{'/' if f.is_dir() else ''}")
+
+
+def _epoch_line(logs: dict, samples_per_s: float) -> str:
+    shown = [f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")]
+    return ", ".join(shown + [f"{samples_per_s:,.0f} samples/s"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,20 +9,9 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.cli import app
-from edgeseq.cli.common import DataDir, JsonFlag, check_out, fraction, non_negative, save_reports, table, user_errors
+from edgeseq.cli.common import (DataDir, JsonFlag, QuietFlag, check_out, finish, fraction, non_negative, print_verify,
+                                progress, save_reports, user_errors)
 from edgeseq.errors import EXIT_FAILED
-
-
-def print_report(report: dict) -> None:
-    from edgeseq.report import VERIFY_HEADERS, verify_row
-
-    typer.echo(f"{report['model']}: evaluated on the {report['evaluated_on']}")
-    typer.echo(table(VERIFY_HEADERS, [verify_row(r) for r in report["artifacts"]]))
-    for row in report["artifacts"]:
-        for reason in row["reasons"]:
-            typer.echo(f"  {row['id']} FAIL: {reason}")
-    passed = sum(r["passed"] for r in report["artifacts"])
-    typer.echo(f"{passed} of {len(report['artifacts'])} artifacts pass")
 
 
 @app.command("verify")
@@ -38,6 +26,7 @@ def verify_command(
     max_abs_fp32: Annotated[float, typer.Option(callback=non_negative, help="fp32: maximum |output difference|.")] = 1e-4,
     out: Annotated[Optional[Path], typer.Option(help="Where to write verify.json and verify.md (default: the "
                                                 "bundle; a read-only bundle falls back to ./edgeseq-reports/).")] = None,
+    quiet: QuietFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run every artifact of a bundle on the MNIST test set (or, without MNIST, the bundle's reference set)
@@ -47,7 +36,7 @@ def verify_command(
     foreign artifact is refused. Prints the results, then writes verify.json and verify.md. Exit codes:
     0 all pass, 1 an artifact fails a threshold (named, with by how much), 2 invalid option, 4 bad
     input (missing, malformed or tampered bundle; unwritable --out). Needs no TensorFlow."""
-    with user_errors():
+    with user_errors("verify", as_json) as reply:
         from edgeseq.formats import Thresholds
         from edgeseq.verify import verify, write_report
 
@@ -55,8 +44,14 @@ def verify_command(
                                 int8_agreement=min_agreement_int8, int8_max_accuracy_drop=max_drop_int8,
                                 int8_min_mac_share=min_int8_macs)
         check_out(out)
-        report = verify(bundle, data_dir=data_dir, thresholds=thresholds, threads=threads)
-        typer.echo(json.dumps(report, indent=2)) if as_json else print_report(report)
+        with progress("verify", quiet) as shown:
+            reply.result = report = verify(bundle, data_dir=data_dir, thresholds=thresholds, threads=threads,
+                                           on_start=shown.start, on_artifact=lambda row: shown.advance(_verdict(row)))
+        if not as_json:
+            print_verify(report)
         save_reports(lambda folder: write_report(report, folder), out, bundle, bundle.resolve().name)
-    if not report["passed"]:
-        raise typer.Exit(EXIT_FAILED)
+    finish("verify", as_json, report, 0 if report["passed"] else EXIT_FAILED)
+
+
+def _verdict(row: dict) -> str:
+    return f"{row['id']}: {'PASS' if row['passed'] else 'FAIL'}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +9,8 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.cli import app
-from edgeseq.cli.common import DataDir, JsonFlag, check_out, table, user_errors
+from edgeseq.cli.common import DataDir, JsonFlag, QuietFlag, check_out, finish, positive, progress, table, user_errors
+from edgeseq.errors import EXIT_INTERRUPTED
 
 
 @app.command("webcam")
@@ -25,6 +25,7 @@ def webcam_command(
                                                   "(default: when TensorFlow and the source model are here).")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Runtime threads per backend.")] = None,
     only: Annotated[Optional[str], typer.Option(help="Comma list of artifact ids to run (default: all).")] = None,
+    quiet: QuietFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Find handwritten digits in each frame (dark ink on light paper, read left to right), preprocess them
@@ -33,13 +34,15 @@ def webcam_command(
 
     A demo video's ground truth (`edgeseq demo-video`) is picked up from its .json sidecar. Ctrl-C, 'q' in
     the window, or the end of the source stop the loop; the summary is always written."""
-    with user_errors():
+    with user_errors("webcam", as_json):
         from edgeseq.webcam.loop import run_webcam
 
-        summary = run_webcam(bundle, source, out_dir=out, headless=headless, max_frames=max_frames, keras=keras,
-                             threads=threads, only=[a.strip() for a in only.split(",")] if only else None)
+        with progress("webcam", quiet, total=max_frames, every=2.0) as shown:
+            summary = run_webcam(bundle, source, out_dir=out, headless=headless, max_frames=max_frames, keras=keras,
+                                 threads=threads, only=[a.strip() for a in only.split(",")] if only else None,
+                                 on_frame=lambda record: shown.advance(f"{len(record['digits'])} digits"))
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        finish("webcam", as_json, summary, EXIT_INTERRUPTED if summary["interrupted"] else 0)
         return
     typer.echo(f"{summary['frames']} frames from {summary['source']['description']} ({summary['stopped']}); "
                f"{summary['digits']} digits found, {summary['frames_without_digits']} frames without a digit, "
@@ -61,24 +64,28 @@ def webcam_command(
                + (f"; ground truth: {truth['digits']} digits, {truth['missed_by_detection']} missed by detection" if truth else ""))
     typer.echo(f"wrote: {out}/summary.json, {out}/frames.jsonl" + (f", {out}/annotated.mp4" if (out / 'annotated.mp4').exists() else ""))
     if summary["interrupted"]:
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @app.command("demo-video")
 def demo_video_command(
     out: Annotated[Path, typer.Argument(help="The .mp4 to write; its ground truth goes beside it as .json.")],
     frames: Annotated[int, typer.Option(min=1, help="Frames to render.")] = 120,
-    fps: Annotated[float, typer.Option(help="Frames per second of the video.")] = 15.0,
+    fps: Annotated[float, typer.Option(callback=positive, help="Frames per second of the video.")] = 15.0,
     max_digits: Annotated[int, typer.Option(min=1, max=6, help="Most digits in one frame.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same video.")] = 0,
     data_dir: DataDir = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Write a synthetic camera video of MNIST test digits with known labels: dark ink on textured paper
     under uneven light, with blur, noise, small rotations and several digits per frame."""
-    with user_errors():
+    with user_errors("demo-video", as_json):
         check_out(out.parent)
         from edgeseq.webcam.demo import sidecar_path, write_demo_video
 
         sidecar = write_demo_video(out, frames=frames, fps=fps, seed=seed, data_dir=data_dir, max_digits=max_digits)
     digits = sum(len(f["labels"]) for f in sidecar["frames"])
+    if as_json:
+        finish("demo-video", as_json, {"video": str(out), "sidecar": str(sidecar_path(out)), "frames": frames, "digits": digits})
+        return
     typer.echo(f"wrote {out} ({frames} frames, {digits} digits) and {sidecar_path(out)}")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
 from edgeseq.cli import app
-from edgeseq.cli.common import JsonFlag, table, user_errors
+from edgeseq.cli.common import JsonFlag, finish, table, user_errors
 
 
 @app.command("zoo")
@@ -16,7 +14,7 @@ def zoo_command(as_json: JsonFlag = False) -> None:
 
     Building the models to count parameters needs Keras (pip install 'edgeseq[train]').
     """
-    with user_errors():
+    with user_errors("zoo", as_json):
         from edgeseq.training.zoo import ZOO, ZooName
 
         rows = []
@@ -28,7 +26,7 @@ def zoo_command(as_json: JsonFlag = False) -> None:
                          "epochs": r.epochs, "seed_metric": entry.seed_metric, "seed_target": entry.seed_target,
                          "architecture": entry.summary})
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        finish("zoo", as_json, rows)
         return
     headers = ["name", "params", "task", "opt", "lr", "batch", "epochs", "seed target", "architecture"]
     typer.echo(table(headers, [[r["name"], f"{r['parameters']:,}", r["task"], r["optimizer"], f"{r['learning_rate']:g}" + (" cos" if r["schedule"] == "cosine" else ""),

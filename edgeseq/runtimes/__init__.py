@@ -7,12 +7,21 @@ batch when the artifact has one. No TensorFlow needed.
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from edgeseq.errors import ModelError
+
+
+class Provider(str, Enum):
+    """ONNX Runtime execution provider (library and ``edgeseq bench --provider``)."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+    tensorrt = "tensorrt"
 
 
 class Runner(Protocol):

@@ -10,16 +10,17 @@ import numpy as np
 
 from edgeseq.errors import ModelError
 from edgeseq.lazy import require
-from edgeseq.runtimes import check_input
+from edgeseq.runtimes import Provider, check_input
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-_PREFERENCE = ("tensorrt", "cuda", "cpu")
+PROVIDERS = {Provider.cpu: "CPUExecutionProvider", Provider.cuda: "CUDAExecutionProvider",
+             Provider.tensorrt: "TensorrtExecutionProvider"}
+_PREFERENCE = (Provider.tensorrt, Provider.cuda, Provider.cpu)
 CHUNK = 1024  # examples per run() call when the batch dimension is free
 
 
 def available_providers() -> list[str]:
     ort = require("onnxruntime")
-    return [name for name in _PREFERENCE if PROVIDERS[name] in ort.get_available_providers()]
+    return [name.value for name in _PREFERENCE if PROVIDERS[name] in ort.get_available_providers()]
 
 
 class OnnxRunner:
@@ -30,7 +31,7 @@ class OnnxRunner:
         if provider is not None and provider not in available:
             raise ModelError(f"execution provider {provider!r} is not available here; available: {', '.join(available)}")
         chosen = [provider] if provider else available[:1]
-        self._providers = list(dict.fromkeys([PROVIDERS[p] for p in chosen] + ["CPUExecutionProvider"]))
+        self._providers = list(dict.fromkeys([PROVIDERS[Provider(p)] for p in chosen] + ["CPUExecutionProvider"]))
         self.session = self._session(ort, threads)
         self.threads, self.thread_choice = threads, "asked" if threads else "runtime default"
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()

@@ -189,9 +189,9 @@ def test_corrupt_or_foreign_model_files(tmp_path):
 
 
 def test_unknown_format_or_quant_lists_the_valid_ones(tmp_path):
-    result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--format", "coreml"])
+    result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--format", "coreml"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "'coreml' is not one of 'tflite', 'onnx'" in result.output
-    result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--quant", "int4"])
+    result = runner.invoke(app, ["export", str(tmp_path / "x.keras"), "--quant", "int4"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "'int4' is not one of 'fp32', 'fp16', 'dynamic', 'int8'" in result.output
 
 

@@ -46,8 +46,12 @@ def test_pipeline_on_a_zoo_model(tmp_path, small_mnist_dir):
 def test_pipeline_on_a_users_keras_file(tiny_bundle, tmp_path, small_mnist_dir):
     path, _ = tiny_bundle
     out = tmp_path / "mine"
-    result = runner.invoke(app, ["pipeline", str(path), "--out", str(out), "--runs", "10", "--data-dir", str(small_mnist_dir)])
+    result = runner.invoke(app, ["pipeline", str(path), "--out", str(out), "--runs", "10", "--data-dir", str(small_mnist_dir),
+                                 "--json", "--quiet"])
     assert result.exit_code in (0, 1), result.output
+    envelope = json.loads(result.stdout)  # --json: the pipeline's typed report in the common envelope
+    assert envelope["command"] == "pipeline" and envelope["exit_code"] == result.exit_code
+    assert envelope["result"] == json.loads((out / "pipeline.json").read_text()) and "== " not in result.stderr
     assert (out / "model.keras").read_bytes() == path.read_bytes() and not (out / "curves.png").exists()
     assert _links_resolve(out).startswith("# edgeseq pipeline: tiny")
 

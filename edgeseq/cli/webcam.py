@@ -75,6 +75,7 @@ def demo_video_command(
     max_digits: Annotated[int, typer.Option(min=1, max=6, help="Most digits in one frame.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same video.")] = 0,
     data_dir: DataDir = None,
+    quiet: QuietFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Write a synthetic camera video of MNIST test digits with known labels: dark ink on textured paper
@@ -83,7 +84,9 @@ def demo_video_command(
         check_out(out.parent)
         from edgeseq.webcam.demo import sidecar_path, write_demo_video
 
-        sidecar = write_demo_video(out, frames=frames, fps=fps, seed=seed, data_dir=data_dir, max_digits=max_digits)
+        with progress("demo-video", quiet, total=frames, every=2.0) as shown:
+            sidecar = write_demo_video(out, frames=frames, fps=fps, seed=seed, data_dir=data_dir, max_digits=max_digits,
+                                       on_frame=lambda index: shown.advance())
     digits = sum(len(f["labels"]) for f in sidecar["frames"])
     if as_json:
         finish("demo-video", as_json, {"video": str(out), "sidecar": str(sidecar_path(out)), "frames": frames, "digits": digits})

@@ -56,7 +56,7 @@ def render_frame(digits: list[np.ndarray], rng: np.random.Generator, size=SIZE) 
     return frame, boxes
 
 
-def write_demo_video(path: str | Path, *, frames: int = 120, fps: float = 15.0, seed: int = 0,
+def write_demo_video(path: str | Path, *, frames: int = 120, fps: float = 15.0, seed: int = 0, on_frame=None,
                      data_dir=None, test: Split | None = None, max_digits: int = 4) -> dict:
     """Write the video and its ``.json`` sidecar of labels; returns the sidecar's content."""
     cv2 = require("cv2")
@@ -77,6 +77,8 @@ def write_demo_video(path: str | Path, *, frames: int = 120, fps: float = 15.0, 
                 picks = rng.choice(len(test), size=int(rng.integers(1, max_digits + 1)), replace=False)
                 frame, boxes = render_frame([test.images[i] for i in picks], rng)
                 writer.write(frame)
+                if on_frame:
+                    on_frame(index)
                 truth.append({"frame": index, "labels": [int(test.labels[i]) for i in picks], "boxes": boxes,
                               "test_indices": [int(i) for i in picks]})
         finally:

@@ -2,6 +2,12 @@
 
     python benchmarks/train_zoo.py --data-dir ../shared/data/mnist            # all six, ~20 min on 2 CPU cores
     python benchmarks/train_zoo.py --models lstm --tag gpu                     # one model, results tagged
+    python benchmarks/train_zoo.py --backend tensorflow jax --epochs 2         # s/epoch per model and backend
+
+With ``--backend``, each model trains for ``--epochs`` epochs in a fresh process per backend (Keras picks
+its backend at import), and the per-backend table (first epoch, with compilation, and the steady epochs
+after it) goes into benchmarks/results/train_zoo_backends[-TAG].json and into train_zoo.md beside the
+seed-recipe table. ``--distribute`` trains data parallel over every visible device (JAX).
 
 Writes benchmarks/results/train_zoo[-TAG].json and .md (the table beside the seed's figures) and keeps
 the run directories (model.keras + card.json) under --runs for the export benchmarks. Re-running a
@@ -11,8 +17,12 @@ subset of models replaces their rows and keeps the others; every row records the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import shlex
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/zoo"), help="where run directories go")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix for the result files (e.g. the machine)")
+    parser.add_argument("--backend", nargs="+", choices=BACKENDS, help="time epochs per backend instead")
+    parser.add_argument("--epochs", type=int, default=2, help="with --backend: epochs per model (>= 2)")
+    parser.add_argument("--distribute", action="store_true", help="with --backend: data parallel (JAX)")
     args = parser.parse_args(argv)
+    if args.backend:
+        return backends(args, "python benchmarks/train_zoo.py " + shlex.join(sys.argv[1:] if argv is None else argv))
 
     command = "python benchmarks/train_zoo.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     source = locate(args.data_dir)
@@ -76,6 +91,79 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r["meets_seed"] for r in rows) else 1
 
 
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _epochs_on(backend: str, name: str, args) -> dict:
+    """One model's timed epochs on one backend, trained by the CLI in a fresh process."""
+    row = {"backend": backend, "model": name}
+    if importlib.util.find_spec(backend) is None:
+        return {**row, "error": f"{backend} is not installed here"}
+    out = args.runs / "backends" / backend / name
+    command = [sys.executable, "-m", "edgeseq", "train", name, "--epochs", str(args.epochs), "--seed", str(args.seed),
+               "--out", str(out), "--json", "-q"] + (["--data-dir", str(args.data_dir)] if args.data_dir else []) \
+        + (["--distribute"] if args.distribute else [])
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend})
+    if done.returncode != 0:
+        return {**row, "error": (done.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+    card = json.loads(done.stdout)["result"]["card"]
+    seconds = card["training"]["epoch_seconds"]
+    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    return {**row, "epochs": len(seconds), "first_epoch_s": seconds[0], "steady_epoch_s": round(steady, 2),
+            "samples_per_s": round(card["training"]["train_images"] / steady), "batch_size": card["recipe"]["batch_size"],
+            "metric": card["metrics"]["seed_target"]["metric"],
+            "achieved": card["metrics"]["test"][card["metrics"]["seed_target"]["metric"]],
+            "device": card["training"]["device"], "versions": card["versions"]}
+
+
+def backends(args, command: str) -> int:
+    rows = []
+    for backend in args.backend:
+        for name in args.models:
+            rows.append(_epochs_on(backend, name, args))
+            r = rows[-1]
+            print(f"{backend:10s} {name:8s} " + (r["error"] if "error" in r else
+                  f"first {r['first_epoch_s']:.1f} s, then {r['steady_epoch_s']:.1f} s/epoch"), flush=True)
+    stem = "train_zoo_backends" + (f"-{args.tag}" if args.tag else "")
+    report = {"schema": "edgeseq.bench.train_backends/1", "command": command, "host": host(),
+              "cpu_flags": _cpu_flags(), "epochs": args.epochs, "distribute": args.distribute, "rows": rows}
+    atomic.write_json(RESULTS / f"{stem}.json", report)
+    seed = RESULTS / ("train_zoo" + (f"-{args.tag}" if args.tag else "") + ".json")
+    if seed.is_file():
+        atomic.write_text(seed.with_suffix(".md"), markdown(json.loads(seed.read_text())))
+    print(backends_markdown(report))
+    return 0 if not any("error" in r and "not installed" not in r["error"] for r in rows) else 1
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), [])
+    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "asimd", "sve", "i8mm")))
+
+
+def backends_markdown(report: dict) -> str:
+    h = report["host"]
+    lines = ["## Seconds per epoch by backend", "",
+             f"Reproduce: `{report['command']}`. Host: {h['cpu']} ({h['cpu_count']} cores); CPU flags: "
+             f"{' '.join(report['cpu_flags']) or 'unknown'}. Each model trains {report['epochs']} epochs of its seed "
+             "recipe (batch size, schedule) in a fresh process per backend; the first epoch includes compilation, "
+             "steady is the median of the epochs after it. Compare backends within this table only (one run, one machine).",
+             "", "| backend | model | first epoch s | steady s/epoch | samples/s | batch | "
+             f"{'accuracy after ' + str(report['epochs']) + ' epochs'} | device |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in report["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['backend']} | {r['model']} | - | - | - | - | - | {r['error']} |")
+            continue
+        d = r["device"]
+        where = f"{d['type']} ({d['name']})" + (f" x{d['count']}" if d.get("count", 1) > 1 else "")
+        lines.append(f"| {r['backend']} | {r['model']} | {r['first_epoch_s']:.1f} | {r['steady_epoch_s']:.1f} | "
+                     f"{r['samples_per_s']:,} | {r['batch_size']} | {r['achieved']:.2%} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
 def _merged(path: Path, fresh: list[dict]) -> list[dict]:
     """Earlier rows of models not re-run now, then the fresh ones, in zoo order."""
     rows = {}
@@ -108,6 +196,14 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['model']} | {r['parameters']:,} | {r['metric']} | {r['achieved']:.2%} | {r['seed_target']:.1%} "
                      f"| {'yes' if r['meets_seed'] else 'NO'} | {r['epochs']} | {r['batch_size']} | {r['train_seconds']:.0f} "
                      f"| {r['seconds_per_epoch']:.1f} | {d['type']} ({d['name']}) | {r['created']} |")
+    for stem in ("train_zoo_backends",):
+        path = RESULTS / f"{stem}.json"
+        if path.is_file():
+            lines += ["", backends_markdown(json.loads(path.read_text())).rstrip()]
+    lines += ["", "## On a GPU", "",
+              "No GPU machine has been lent to a session that could run this table yet (the one this project can "
+              "reach has JAX and PyTorch but no TensorFlow: `KERAS_BACKEND=jax python benchmarks/train_zoo.py "
+              "--backend jax --tag gpu` is the command to run there)."]
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,7 @@ from edgeseq.data import Split, is_canonical, load_split, locate, sha256_file
 from edgeseq.fingerprint import cpu_name, package_versions
 from edgeseq.metrics import score_outputs
 from edgeseq.lazy import keras as _keras, require
-from edgeseq.training import zoo
+from edgeseq.training import distribute as distribute_module, zoo
 from edgeseq.training.evaluate import headline, predict
 from edgeseq.training.models import MODEL_NAME
 
@@ -97,6 +97,7 @@ def train(
     data_dir: str | Path | None = None,
     progress: bool = True,
     on_epoch=None,
+    distribute: bool = False,
     train_split: Split | None = None,
     test_split: Split | None = None,
 ) -> TrainResult:
@@ -104,6 +105,8 @@ def train(
 
     ``limit`` keeps the first N training images (quick runs); the card's test metrics always use the
     whole test split. ``train_split``/``test_split`` skip loading MNIST (tests, notebooks).
+    ``distribute`` trains data-parallel over every visible device (:mod:`edgeseq.training.distribute`),
+    keeping the recipe's batch size as the global batch.
     """
     entry = zoo.get(name)
     recipe = entry.recipe.with_overrides(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -114,6 +117,7 @@ def train(
 
     keras = _keras()
     device = describe_device(keras)
+    plan = distribute_module.data_parallel(keras, recipe.batch_size) if distribute else None
     _make_deterministic(keras, seed, device)
     policy = None
     if mixed_precision:
@@ -126,16 +130,17 @@ def train(
     x = train_data.images  # (N, 28, 28) float32 in [0, 1]: every zoo model's input
     y = zoo.targets(entry.task, train_data.labels)  # (N,) digits or (N, 5) character ids
     val_split = recipe.val_split if int(len(x) * recipe.val_split) >= 1 else 0.0
+    fit_data, split, dropped = _fit_data(x, y, val_split, plan)
     learning_rate = recipe.learning_rate
     if recipe.schedule == "cosine":
-        steps = math.ceil((len(x) - int(len(x) * val_split)) / recipe.batch_size) * recipe.epochs
+        steps = math.ceil(split[0] / recipe.batch_size) * recipe.epochs
         learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=steps, alpha=0.01)
     optimizer = getattr(keras.optimizers, _OPTIMIZERS[recipe.optimizer])(learning_rate=learning_rate)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    timer = _epoch_timer(keras, on_epoch, len(x) - int(len(x) * val_split))
+    timer = _epoch_timer(keras, on_epoch, split[0])
     callbacks = [timer]
     tensorboard = importlib.util.find_spec("tensorboard") is not None and importlib.util.find_spec("tensorflow") is not None
     if tensorboard:
@@ -143,9 +148,15 @@ def train(
     verbose = 0 if on_epoch or not progress else (1 if sys.stdout.isatty() else 2)
 
     started = time.perf_counter()
-    fitted = model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, validation_split=val_split,
-                       shuffle=True, callbacks=callbacks, verbose=verbose)
+    try:
+        fitted = model.fit(**fit_data, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=True,
+                           callbacks=callbacks, verbose=verbose)
+    finally:
+        if plan:
+            distribute_module.single_device(keras)
     seconds = time.perf_counter() - started
+    if plan:
+        device = {**device, "count": plan.count, "distribution": plan.describe(dropped)}
 
     probs = predict(model, test_data.images, zoo.INPUT_SHAPE)
     test_metrics = headline(entry.task.value, score_outputs(entry.task.value, probs, test_data.labels))
@@ -161,7 +172,7 @@ def train(
     files.append(plots.training_curves(history, run_dir / "curves.png", f"{entry.name.value}: training curves"))
     card = make_card(entry, recipe, model, seed=seed, limit=limit, policy=policy, device=device,
                      test_metrics=test_metrics, test_examples=len(test_data), history=history,
-                     seconds=seconds, n_train=len(x), val_split=val_split, source=source,
+                     seconds=seconds, split=split, source=source,
                      model_file=run_dir / MODEL_NAME, tensorboard=tensorboard)
     files.append(write_document(run_dir / cards.CARD_NAME, validated(Card, card)))
     if tensorboard:
@@ -169,10 +180,23 @@ def train(
     return TrainResult(run_dir, card, files)
 
 
+def _fit_data(x, y, val_split: float, plan) -> tuple[dict, tuple[int, int], int]:
+    """``model.fit`` data arguments, (training, validation) image counts, and images dropped: the last
+    ``val_split`` of the images hold out for validation; data parallel, each part is trimmed to a multiple
+    of the device count so that every batch splits evenly."""
+    n_val = int(len(x) * val_split)
+    n_train = len(x) - n_val
+    train_n, val_n = (plan.trimmed(n_train), plan.trimmed(n_val)) if plan else (n_train, n_val)
+    data = {"x": x[:train_n], "y": y[:train_n]}
+    if val_n:
+        data["validation_data"] = (x[n_train : n_train + val_n], y[n_train : n_train + val_n])
+    return data, (train_n, val_n), (n_train - train_n) + (n_val - val_n)
+
+
 def make_card(entry, recipe, model, *, seed, limit, policy, device, test_metrics, test_examples, history,
-              seconds, n_train, val_split, source, model_file: Path, tensorboard: bool) -> dict:
+              seconds, split: tuple[int, int], source, model_file: Path, tensorboard: bool) -> dict:
     """The model card of a freshly trained zoo model (schema in :mod:`edgeseq.card`)."""
-    n_val = int(n_train * val_split)
+    n_train, n_val = split
     metric, target = entry.seed_metric, entry.seed_target
     final = {k: v[-1] for k, v in history.items() if k not in ("epoch", "epoch_seconds")}
     return {
@@ -196,7 +220,7 @@ def make_card(entry, recipe, model, *, seed, limit, policy, device, test_metrics
             "seconds": round(seconds, 2),
             "epochs": len(history["epoch"]),
             "epoch_seconds": history["epoch_seconds"],
-            "train_images": n_train - n_val,
+            "train_images": n_train,
             "validation_images": n_val,
             "final": final,
             "device": device,

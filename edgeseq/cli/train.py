@@ -28,6 +28,9 @@ def train_command(
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="Compute in float16 on GPU "
                                                   "(bfloat16 on CPU), keep weights in float32.")] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when a GPU is visible.")] = False,
+    distribute: Annotated[bool, typer.Option("--distribute", help="Data-parallel over every visible device "
+                                             "(JAX backend: KERAS_BACKEND=jax); the recipe's batch size stays "
+                                             "the global batch.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -46,7 +49,7 @@ def train_command(
         with progress("train", quiet, total=epochs or zoo.get(name).recipe.epochs) as shown:
             result = train(name, out_dir=out, epochs=epochs, batch_size=batch_size, learning_rate=lr,
                            schedule=schedule.value if schedule else None, seed=seed, limit=limit,
-                           mixed_precision=mixed_precision, data_dir=data_dir, progress=False,
+                           mixed_precision=mixed_precision, data_dir=data_dir, progress=False, distribute=distribute,
                            on_epoch=lambda logs, seconds, rate: shown.advance(_epoch_line(logs, rate)))
     card = result.card
     if as_json:

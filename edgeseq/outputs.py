@@ -43,14 +43,19 @@ def writable(folder: Path) -> Optional[str]:
     return None
 
 
+def require_writable(folder: Path) -> Path:
+    """``folder``, once files can be written there; else one :class:`OutputError` line saying why not."""
+    why = writable(Path(folder))
+    if why:
+        raise OutputError(f"cannot write reports to {folder} ({why})")
+    return Path(folder)
+
+
 def report_dir(requested: Optional[Path], default: Path, label: str) -> Tuple[Path, Optional[str]]:
     """(folder, note): ``requested`` when given (refused when unwritable), else ``default``, else
     ``./edgeseq-reports/<label>``, else the same under the system's temporary folder."""
     if requested is not None:
-        why = writable(Path(requested))
-        if why:
-            raise OutputError(f"cannot write reports to {requested} ({why})")
-        return Path(requested), None
+        return require_writable(requested), None
     why = writable(default)
     if why is None:
         return default, None

@@ -13,7 +13,11 @@ import typer
 from typing_extensions import Annotated
 
 from edgeseq.data import ENV_VAR
+from edgeseq import __version__
+from edgeseq.atomic import jsonable
 from edgeseq.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EdgeseqError
+from edgeseq.outputs import report_dir, require_writable
+from edgeseq.progress import Progress
 
 DataDir = Annotated[
     Optional[Path],
@@ -25,10 +29,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
 
 
-def progress(what: str, quiet: bool, total: Optional[int] = None, every: float = 0.0):
+def progress(what: str, quiet: bool, total: Optional[int] = None, every: float = 0.0) -> Progress:
     """The one progress display (:mod:`edgeseq.progress`) for a command's long step."""
-    from edgeseq.progress import Progress
-
     return Progress(what, total, quiet=quiet, every=every)
 
 
@@ -37,9 +39,6 @@ ENVELOPE = "edgeseq.cli/1"
 
 def envelope(command: str, result, exit_code: int, error: Optional[str] = None) -> str:
     """What every command prints with ``--json``: the same keys around each command's own result."""
-    from edgeseq import __version__
-    from edgeseq.atomic import jsonable
-
     return json.dumps({"schema": ENVELOPE, "command": command, "edgeseq": __version__, "ok": exit_code == 0,
                        "exit_code": exit_code, "error": error, "result": result}, indent=2, default=jsonable)
 
@@ -113,8 +112,6 @@ def positive(value: Optional[float]) -> Optional[float]:
 def save_reports(write: Callable[[Path], List[Path]], requested: Optional[Path], default: Path, label: str) -> List[Path]:
     """Write reports (after the results were printed) where :func:`edgeseq.outputs.report_dir` says; the
     note on a fallback and the list of files go to stderr, so that ``--json`` output stays parseable."""
-    from edgeseq.outputs import report_dir
-
     folder, note = report_dir(requested, default, label)
     if note:
         typer.echo(f"note: {note}", err=True)
@@ -126,9 +123,7 @@ def save_reports(write: Callable[[Path], List[Path]], requested: Optional[Path],
 def check_out(requested: Optional[Path]) -> None:
     """An explicit output folder that cannot be written is refused before anything is measured."""
     if requested is not None:
-        from edgeseq.outputs import report_dir
-
-        report_dir(requested, requested, "")
+        require_writable(requested)
 
 
 def force_cpu() -> None:

@@ -119,34 +119,17 @@ def train(
     device = describe_device(keras)
     plan = distribute_module.data_parallel(keras, recipe.batch_size) if distribute else None
     _make_deterministic(keras, seed, device)
-    policy = None
-    if mixed_precision:
-        policy = "mixed_float16" if device["type"] == "gpu" else "mixed_bfloat16"
-        keras.config.set_dtype_policy(policy)
-    try:
-        model = entry.build()
-    finally:
-        keras.config.set_dtype_policy("float32")
+    model, policy = _build(keras, entry, mixed_precision, device)
     x = train_data.images  # (N, 28, 28) float32 in [0, 1]: every zoo model's input
     y = zoo.targets(entry.task, train_data.labels)  # (N,) digits or (N, 5) character ids
     val_split = recipe.val_split if int(len(x) * recipe.val_split) >= 1 else 0.0
     fit_data, split, dropped = _fit_data(x, y, val_split, plan)
-    learning_rate = recipe.learning_rate
-    if recipe.schedule == "cosine":
-        steps = math.ceil(split[0] / recipe.batch_size) * recipe.epochs
-        learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=steps, alpha=0.01)
-    optimizer = getattr(keras.optimizers, _OPTIMIZERS[recipe.optimizer])(learning_rate=learning_rate)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _compile(keras, model, recipe, split[0])
 
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    timer = _epoch_timer(keras, on_epoch, split[0])
-    callbacks = [timer]
-    tensorboard = importlib.util.find_spec("tensorboard") is not None and importlib.util.find_spec("tensorflow") is not None
-    if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    timer, callbacks, tensorboard = _callbacks(keras, run_dir, on_epoch, split[0])
     verbose = 0 if on_epoch or not progress else (1 if sys.stdout.isatty() else 2)
-
     started = time.perf_counter()
     try:
         fitted = model.fit(**fit_data, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=True,
@@ -160,16 +143,9 @@ def train(
 
     probs = predict(model, test_data.images, zoo.INPUT_SHAPE)
     test_metrics = headline(entry.task.value, score_outputs(entry.task.value, probs, test_data.labels))
-
     history = {"epoch": list(range(1, len(timer.seconds) + 1)), "epoch_seconds": timer.seconds}
     history.update({k: [round(float(v), 6) for v in vs] for k, vs in fitted.history.items()})
-
-    files = []
-    with atomic.atomic_path(run_dir / MODEL_NAME) as tmp:
-        model.save(tmp)
-    files.append(run_dir / MODEL_NAME)
-    files.append(atomic.write_json(run_dir / "history.json", history))
-    files.append(plots.training_curves(history, run_dir / "curves.png", f"{entry.name.value}: training curves"))
+    files = _write_model(run_dir, model, history, entry)
     card = make_card(entry, recipe, model, seed=seed, limit=limit, policy=policy, device=device,
                      test_metrics=test_metrics, test_examples=len(test_data), history=history,
                      seconds=seconds, split=split, source=source,
@@ -178,6 +154,44 @@ def train(
     if tensorboard:
         files.append(run_dir / "tensorboard")
     return TrainResult(run_dir, card, files)
+
+
+def _build(keras, entry, mixed_precision: bool, device: dict):
+    """The zoo model, under a mixed-precision policy when asked (float16 on GPU, bfloat16 on CPU)."""
+    policy = None
+    if mixed_precision:
+        policy = "mixed_float16" if device["type"] == "gpu" else "mixed_bfloat16"
+        keras.config.set_dtype_policy(policy)
+    try:
+        return entry.build(), policy
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def _compile(keras, model, recipe, train_images: int) -> None:
+    """The recipe's optimizer (cosine-decayed over every step of the run when asked) and loss."""
+    learning_rate = recipe.learning_rate
+    if recipe.schedule == "cosine":
+        steps = math.ceil(train_images / recipe.batch_size) * recipe.epochs
+        learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=steps, alpha=0.01)
+    optimizer = getattr(keras.optimizers, _OPTIMIZERS[recipe.optimizer])(learning_rate=learning_rate)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def _callbacks(keras, run_dir: Path, on_epoch, train_images: int):
+    """(epoch timer, callbacks, whether TensorBoard logs are written)."""
+    timer = _epoch_timer(keras, on_epoch, train_images)
+    tensorboard = importlib.util.find_spec("tensorboard") is not None and importlib.util.find_spec("tensorflow") is not None
+    callbacks = [timer] + ([keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))] if tensorboard else [])
+    return timer, callbacks, tensorboard
+
+
+def _write_model(run_dir: Path, model, history: dict, entry) -> list[Path]:
+    """model.keras (atomically), history.json and curves.png."""
+    with atomic.atomic_path(run_dir / MODEL_NAME) as tmp:
+        model.save(tmp)
+    return [run_dir / MODEL_NAME, atomic.write_json(run_dir / "history.json", history),
+            plots.training_curves(history, run_dir / "curves.png", f"{entry.name.value}: training curves")]
 
 
 def _fit_data(x, y, val_split: float, plan) -> tuple[dict, tuple[int, int], int]:

@@ -56,9 +56,8 @@ def bench_command(
         if compare:
             _compare(benchmod, paths, as_json, compare_markdown)
             return
-        config = benchmod.BenchConfig(batch_sizes=tuple(batch), threads=threads, provider=provider.value if provider else None, warmup=warmup,
-                                      runs=runs, seconds=seconds, cold_start=cold_start, accuracy=accuracy,
-                                      raw=raw)
+        config = benchmod.BenchConfig(batch_sizes=tuple(batch), threads=threads, provider=provider.value if provider else None,
+                                      warmup=warmup, runs=runs, seconds=seconds, cold_start=cold_start, accuracy=accuracy, raw=raw)
         check_out(out)
         with progress("bench", quiet) as shown:
             reply.result = report = benchmod.bench(paths, config, data_dir=data_dir, keras=keras,

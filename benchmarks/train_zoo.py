@@ -29,7 +29,7 @@ from pathlib import Path
 
 from edgeseq import atomic
 from edgeseq.data import load_split, locate
-from edgeseq.fingerprint import host, package_versions
+from edgeseq.fingerprint import cpu_flags, host, package_versions
 from edgeseq.lazy import keras as _keras
 from edgeseq.training import zoo
 from edgeseq.training.train import seed_check, train
@@ -126,22 +126,13 @@ def backends(args, command: str) -> int:
                   f"first {r['first_epoch_s']:.1f} s, then {r['steady_epoch_s']:.1f} s/epoch"), flush=True)
     stem = "train_zoo_backends" + (f"-{args.tag}" if args.tag else "")
     report = {"schema": "edgeseq.bench.train_backends/1", "command": command, "host": host(),
-              "cpu_flags": _cpu_flags(), "epochs": args.epochs, "distribute": args.distribute, "rows": rows}
+              "cpu_flags": cpu_flags(), "epochs": args.epochs, "distribute": args.distribute, "rows": rows}
     atomic.write_json(RESULTS / f"{stem}.json", report)
     seed = RESULTS / ("train_zoo" + (f"-{args.tag}" if args.tag else "") + ".json")
     if seed.is_file():
         atomic.write_text(seed.with_suffix(".md"), markdown(json.loads(seed.read_text())))
     print(backends_markdown(report))
     return 0 if not any("error" in r and "not installed" not in r["error"] for r in rows) else 1
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), [])
-    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "asimd", "sve", "i8mm")))
 
 
 def backends_markdown(report: dict) -> str:

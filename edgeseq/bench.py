@@ -222,7 +222,23 @@ def bench(paths: list[str | Path], config: BenchConfig | None = None, *, data_di
                 on_progress(target.id, index + 1, len(targets))
     except KeyboardInterrupt:
         report["interrupted"] = True
+    flag_integer_artifacts(report["artifacts"])
     return report
+
+
+def flag_integer_artifacts(rows: list[dict]) -> None:
+    """Flag each int8/dynamic row slower at batch 1 than its bundle's fp32 artifact of the same format, as
+    timed in this run, or not 2x smaller (``flags``; the verdict stays the caller's)."""
+    from edgeseq.parity import worth_flags
+
+    fp32 = {(r.get("bundle"), r["format"]): r for r in rows if r.get("quant") == "fp32" and "error" not in r}
+    for row in rows:
+        base = fp32.get((row.get("bundle"), row["format"]))
+        if row.get("quant") not in ("int8", "dynamic") or base is None or "error" in row:
+            continue
+        ours, theirs = p50(row), p50(base)
+        row["flags"] = worth_flags(row["bytes"] / base["bytes"] if base["bytes"] else None,
+                                   ours / theirs if ours and theirs else None)
 
 
 def _bench_one(target: Target, config: BenchConfig, data_dir, cache: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 
 def cpu_name() -> str:
@@ -38,7 +39,19 @@ def host() -> dict:
         "machine": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "cpu_flags": cpu_flags(),
     }
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD and matrix features that decide which kernels run (AVX-512 VNNI or plain AVX2, NEON dot
+    product, ...): two machines of one name can differ, so every figure records them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), [])
+    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "asimd", "sve", "i8mm", "vnni")))
 
 
 # Raspberry Pi `vcgencmd get_throttled` bits: (bit, meaning); bits 16-19 say the same "has occurred".

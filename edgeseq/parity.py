@@ -55,3 +55,18 @@ def judge(quant: Quant | str, parity: dict, coverage: dict | None, thresholds: T
         elif share < limits["min_int8_mac_share"]:
             reasons.append(f"only {share:.1%} of MACs in int8 < {limits['min_int8_mac_share']:.0%}")
     return reasons
+
+
+SMALLER_BY = 0.5  # an integer artifact must be at most this share of its format's fp32 size to be worth having
+SPEED_SLACK = 1.05  # batch-1 timer noise: within 5 % of the fp32 latency counts as not slower
+
+
+def worth_flags(size_vs_fp32: float | None, p50_vs_fp32: float | None) -> list[str]:
+    """Why an int8 or dynamic artifact is not worth having over its format's fp32 one (empty when it is):
+    slower than fp32 (latencies timed side by side), or not at least 2x smaller."""
+    found = []
+    if p50_vs_fp32 is not None and p50_vs_fp32 > SPEED_SLACK:
+        found.append(f"slower than fp32: {p50_vs_fp32:.2f}x its latency at batch 1")
+    if size_vs_fp32 is not None and size_vs_fp32 > SMALLER_BY:
+        found.append(f"not 2x smaller than fp32: {size_vs_fp32:.2f}x its size")
+    return found

@@ -148,12 +148,16 @@ def _verdict(verification: dict, benched: dict) -> tuple[str, bool]:
     latency = _p50(benched)
     keras_us = latency.get("keras")
     line = f"{len(passing)} of {len(rows)} artifacts compute what the original computes (within thresholds)"
-    if passing:
-        fastest = min(passing, key=lambda r: latency.get(r["id"]) or float("inf"))
+    flagged = {r["id"] for r in benched["artifacts"] if r.get("flags")} | {r["id"] for r in rows if r.get("flags")}
+    worth = [r for r in passing if r["id"] not in flagged]  # never recommend an int8 slower or not smaller than fp32
+    if worth:
+        fastest = min(worth, key=lambda r: latency.get(r["id"]) or float("inf"))
         us = latency.get(fastest["id"])
         if us:
             speed = f", {keras_us / us:.1f}x faster than Keras per sample" if keras_us else ""
             line += f"; fastest of those: {fastest['id']} at {us:.0f} µs{speed}, {human_bytes(fastest['bytes'])}"
+    if flagged:
+        line += f"; not recommended (slower than fp32 or not 2x smaller): {', '.join(sorted(flagged))}"
     if failing:
         line += "; failing: " + ", ".join(f"{r['id']} ({r['reasons'][0][:80]})" for r in failing)
     return line, not failing

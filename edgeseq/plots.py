@@ -114,3 +114,19 @@ def step_series(series: dict[str, tuple[list, list]], path: Path, title: str, xl
     if len(series) > 1:
         ax.legend()
     return _save(fig, path)
+
+
+def bars(labels: list[str], values: list[float], highlighted: list[bool], lines: dict[str, float], path: Path,
+         title: str, ylabel: str) -> Path:
+    """One bar per label (highlighted ones orange) with named horizontal reference lines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) + 2), 3.4))
+    ax.bar(range(len(labels)), values, color=["tab:orange" if h else "tab:blue" for h in highlighted])
+    for (name, y), style in zip(lines.items(), ("--", ":", "-.")):
+        ax.axhline(y, linestyle=style, color="gray", label=name)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    ax.set(title=title, ylabel=ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    if lines:
+        ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -81,6 +81,7 @@ def verify_details(rows: list[dict]) -> list[str]:
     lines = []
     for r in rows:
         lines += [f"- **{r['id']}** fails: {reason}" for reason in r["reasons"]]
+        lines += [f"- **{r['id']}** is not worth having over fp32: {flag}" for flag in r.get("flags", [])]
         lines += [f"- {r['id']}: {note}" for note in r.get("notes", [])]
         p = r.get("parity") or {}
         if "char_error_rate_vs_keras" in p:
@@ -105,6 +106,7 @@ def bench_row(row: dict, batch: int = 1) -> list[str]:
     if runtime.get("node_providers"):
         name += " [" + ", ".join(f"{p.replace('ExecutionProvider', '')}:{n}" for p, n in runtime["node_providers"].items()) + "]"
     flags = [f"unstable (robust spread {lat['spread']:.0%}, p99/p50 {lat['tail_ratio']:.1f})"] if lat.get("unstable") else []
+    flags += row.get("flags", [])
     return [
         row["id"], name, human_bytes(row["bytes"]), _pct(acc.get("accuracy")), _pct(acc.get("agreement")),
         f"{lat['p50_us']:.1f}" if lat else "-", f"{lat['p90_us']:.1f}" if lat else "-",

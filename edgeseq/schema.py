@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Dict, List, Literal, Optional, Type, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing_extensions import Annotated
 
 from edgeseq import atomic
 from edgeseq.errors import DocumentError, OutputError
@@ -161,6 +162,73 @@ class Coverage(Part):
         return self
 
 
+Share = Annotated[float, Field(ge=0, le=1)]  # a fraction of a whole
+
+
+class SearchTarget(Part):
+    agreement: Share
+    max_accuracy_drop: float = Field(ge=0)
+    integer_mac_share: Share
+
+
+class SearchCandidate(Part):
+    """One int8 candidate the search measured (export/search.py), on the held-out selection images."""
+
+    name: str
+    stage: str  # standard, range setting, 16-bit activations, float fallback
+    agreement: Share
+    accuracy_delta: Optional[float] = None  # a fraction (-0.003 is 0.3 points lower)
+    mean_abs_diff: float = Field(ge=0)
+    integer_mac_share: Share
+    bytes: int = Field(ge=0)
+    size_vs_fp32: float = Field(ge=0)
+    p50_ms: float = Field(ge=0)  # batch 1, one thread, timed side by side with the fp32 artifact
+    p50_vs_fp32: float = Field(ge=0)
+    float_layers: List[str] = []
+    meets_target: bool
+    worth_having: bool  # not slower than fp32, at least 2x smaller
+
+
+class SensitivityLayer(Part):
+    layer: str
+    op: str
+    mac_share: Share
+    agreement_only_it_float: Share
+    mean_abs_diff_only_it_float: float = Field(ge=0)
+    agreement_gain: float
+    error_gain: float
+
+
+class Sensitivity(Part):
+    all_int8: Dict[str, float]
+    layers: List[SensitivityLayer]
+    left_float: List[str]
+
+
+class Search(Part):
+    """What the accuracy-aware int8 search tried, and why the artifact is the one it chose."""
+
+    images: int = Field(ge=0)
+    source: str
+    target: SearchTarget
+    fp32_p50_ms: float = Field(ge=0)
+    candidates: List[SearchCandidate] = Field(min_length=1)
+    chosen: str
+    why: str
+    sensitivity: Optional[Sensitivity] = None
+    skipped: List[str] = []  # remedies that could not be built, and why
+    files: List[str] = []  # the sensitivity report in the bundle
+
+    @model_validator(mode="after")
+    def _chosen_was_tried(self):
+        if self.chosen not in {c.name for c in self.candidates}:
+            raise ValueError(f"chosen candidate {self.chosen!r} is not among the candidates")
+        return self
+
+    def winner(self) -> SearchCandidate:
+        return next(c for c in self.candidates if c.name == self.chosen)
+
+
 class Artifact(Part):
     """One converted (or failed) artifact of a bundle."""
 
@@ -181,6 +249,8 @@ class Artifact(Part):
     coverage: Optional[Coverage] = None
     notes: List[str] = []
     drift: Optional[JsonObject] = None  # per-step hidden-state drift summary (recurrent int8)
+    search: Optional[Search] = None  # the int8/dynamic search's candidates and choice
+    flags: List[str] = []  # e.g. an integer artifact slower than fp32 or not 2x smaller: shipped, not recommended
 
     @field_validator("sha256")
     @classmethod
@@ -311,6 +381,7 @@ class VerifyRow(Part):
     parity: Optional[Dict[str, float]] = None  # edgeseq/parity.py: agreement, accuracy, deltas, errors
     runtime: Optional[JsonObject] = None
     run_seconds: Optional[float] = None
+    flags: List[str] = []  # passes or not, an integer artifact slower than fp32 or not 2x smaller is flagged
 
 
 class VerifyReport(Document):
@@ -375,6 +446,7 @@ class BenchRow(Part):
     latency: List[Latency] = []
     cold_start: Optional[JsonObject] = None  # edgeseq/coldstart.py, or {"error": ...}
     accuracy: Optional[JsonObject] = None  # evaluated_on, examples, agreement, accuracy, or {"error": ...}
+    flags: List[str] = []  # an int8/dynamic artifact slower than its bundle's fp32 one in this run, or not 2x smaller
 
     def p50(self, batch: int = 1) -> Optional[float]:
         return next((s.p50_us for s in self.latency if s.batch == batch and s.p50_us is not None), None)

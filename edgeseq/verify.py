@@ -62,6 +62,8 @@ def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | No
                "recipe": entry.recipe, "thresholds": thresholds.for_quant(entry.quant)}
         if entry.bytes and fp32_sizes.get(entry.format):
             row["size_vs_fp32"] = round(entry.bytes / fp32_sizes[entry.format], 3)
+        if entry.ok and entry.quant in (Quant.int8, Quant.dynamic):
+            row["flags"] = integer_flags(entry, row.get("size_vs_fp32"))
         if not entry.ok:
             rows.append({**row, "status": "failed", "passed": False, "reasons": [f"not produced: {entry.error}"]})
         else:
@@ -83,6 +85,14 @@ def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | No
     }
     validated(VerifyReport, report)
     return report
+
+
+def integer_flags(entry: Artifact, size_vs_fp32: float | None) -> list[str]:
+    """What makes an integer artifact not worth having: its size here, its latency as the export measured
+    it (side by side with fp32, batch 1: :mod:`edgeseq.export.search`); ``edgeseq bench`` re-times it."""
+    winner = entry.search.winner() if entry.search else None
+    flags = parity.worth_flags(size_vs_fp32, winner.p50_vs_fp32 if winner else None)
+    return [f"{flag} (measured at export)" if flag.startswith("slower") else flag for flag in flags]
 
 
 def write_report(report: dict, out_dir: str | Path) -> list[Path]:

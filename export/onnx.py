@@ -13,39 +13,43 @@ from pathlib import Path
 import numpy as np
 
 from edgeseq.atomic import atomic_path
-from edgeseq.export import selection as select
 from edgeseq.formats import Quant
 from edgeseq.lazy import require
 
 OPSET = 17
 INPUT_NAME = "image"
-# Ops ORT's static quantizer leaves in float but its dynamic quantizer turns into integer kernels.
-DYNAMIC_ONLY_OPS = ("LSTM",)
 FUSED_OPS = ("GRU", "RNN")  # what fp32 makes of a GRU or SimpleRNN Loop (:mod:`edgeseq.export.fuse`)
 
 
 def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None = None,
-            fp32_path: Path | None = None, selection: np.ndarray | None = None) -> dict:
-    """Write ``out_path``; fp16/dynamic/int8 start from ``fp32_path`` when given (else convert first).
+            fp32_path: Path | None = None, selection=None) -> dict:
+    """Write ``out_path``; fp16 starts from ``fp32_path`` when given (else converts first).
 
-    selection: held-out images (not calibration, never test) on which the int8 and dynamic recipes pick
-    between their candidates by agreement with ``model``.
+    dynamic and int8 convert afresh with tf2onnx's names kept (they tell which Keras layer each node came
+    from, for the search's per-layer fallback), GRU and SimpleRNN unrolled (ORT has no integer GRU/RNN
+    kernel: quantizing the op would leave the recurrence float), and are timed and sized against
+    ``fp32_path``. selection: a :class:`edgeseq.export.search.Selection` of held-out images (not
+    calibration, never test) on which the dynamic and int8 searches measure their candidates.
     """
     quant = Quant(quant)
     if quant is Quant.fp32:
         return convert_fp32(model, out_path)
-    integer = quant in (Quant.int8, Quant.dynamic)
-    reference = select.reference(model, selection) if integer else None
+    if quant is Quant.fp16 and fp32_path is not None:
+        return derive(fp32_path, out_path, quant, calibration)
     with tempfile.TemporaryDirectory() as scratch:
-        note = {}
-        fused = [op for op in FUSED_OPS if op in _op_types(fp32_path)] if integer and fp32_path is not None else []
-        if fused:  # ORT has no integer GRU/RNN kernel: quantizing the op would leave the recurrence in float
-            ops = "/".join(fused)
-            fp32_path, note = None, {"from": f"fp32 onnx with its {ops} unrolled (ORT has no integer {ops} kernel)"}
-        if fp32_path is None:
-            fp32_path = Path(scratch) / "fp32.onnx"
-            convert_fp32(model, fp32_path, fuse=not integer)
-        return {**derive(fp32_path, out_path, quant, calibration, reference), **note}
+        source = Path(scratch) / "fp32.onnx"
+        if quant is Quant.fp16:
+            convert_fp32(model, source)
+            return derive(source, out_path, quant, calibration)
+        from edgeseq.export.search import KerasLayers
+
+        fused = [op for op in FUSED_OPS if op in _op_types(fp32_path)] if fp32_path is not None else []
+        note = {"from": f"fp32 onnx with its {'/'.join(fused)} unrolled (ORT has no integer {'/'.join(fused)} "
+                        "kernel)"} if fused else {}
+        made = convert_fp32(model, source, fuse=False, keep_names=True)
+        note.update({k: made[k] for k in ("rewrites", "loops") if k in made})
+        return {**derive(source, out_path, quant, calibration, selection, fp32_path or source, KerasLayers.of(model)),
+                **note}
 
 
 def _op_types(path: Path) -> set[str]:
@@ -54,22 +58,76 @@ def _op_types(path: Path) -> set[str]:
     return {n.op_type for g in _graphs(onnx.load(str(path)).graph) for n in g.node}
 
 
-def convert_fp32(model, out_path: Path, fuse: bool = True) -> dict:
+def convert_fp32(model, out_path: Path, fuse: bool = True, keep_names: bool = False) -> dict:
     """tf2onnx, then GRU and SimpleRNN loops as ONNX ``GRU``/``RNN`` ops (``fuse``) and the other loops
-    unrolled, each kept only where it computes what the converter's graph computes."""
+    unrolled, each kept only where it computes what the converter's graph computes. Names are shortened
+    (:func:`slim`) unless ``keep_names``."""
     tf = require("tensorflow")
     tf2onnx = require("tf2onnx")
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     function = tf.function(lambda x: model(x, training=False))
     spec = [tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET)
+    initialized = {i.name for i in proto.graph.initializer}
+    extra = [i.name for i in proto.graph.input if i.name != INPUT_NAME and i.name not in initialized]
+    if extra:  # e.g. a layer called on a numpy constant at build time: TensorFlow captures the result
+        raise ValueError(f"the model reads tensors from outside its layers ({', '.join(extra[:3])}): tf2onnx leaves "
+                         "them as graph inputs with no value; compute them inside a layer instead")
+    rewrites = runnable_ops(proto, model)
     proto, fused = fused_cells(proto) if fuse else (proto, {})
     proto, loops = unrolled(proto)
-    slim(proto)
+    if not keep_names:
+        slim(proto)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
-    return {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": OPSET, "batch": "dynamic", **fused, **loops,
-            **SLIM_NOTE}
+    return {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": OPSET, "batch": "dynamic", **rewrites, **fused,
+            **loops, **SLIM_NOTE}
+
+
+KERAS_TOLERANCE = 1e-4  # a rewritten graph against the Keras model, on random inputs
+
+
+def runnable_ops(proto, model) -> dict:
+    """Rewrite, in place, what tf2onnx emits but ONNX Runtime has no kernel for, and check the rewritten
+    graph against ``model`` on random inputs. Returns the recipe note ({} when nothing was rewritten).
+
+    ``Erfc`` (TensorFlow's exact GELU is ``0.5 x erfc(-x/sqrt 2)``; every transformer block has one)
+    becomes ``1 - Erf``: ORT refuses to load a graph with Erfc, so without this no ONNX artifact of such
+    a model runs at all.
+    """
+    onnx = require("onnx")
+    count = 0
+    for graph in _graphs(proto.graph):
+        one = None
+        for node in list(graph.node):
+            if node.op_type != "Erfc" or node.domain not in ("", "ai.onnx"):
+                continue
+            if one is None:
+                one = f"edgeseq_one_{count}"
+                graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.0, np.float32), one))
+            erf = f"{node.output[0]}_erf"
+            position = list(graph.node).index(node)
+            graph.node.remove(node)
+            graph.node.insert(position, onnx.helper.make_node("Sub", [one, erf], list(node.output), name=f"{node.name}_sub"))
+            graph.node.insert(position, onnx.helper.make_node("Erf", list(node.input), [erf], name=f"{node.name}_erf"))
+            count += 1
+    if not count:
+        return {}
+    diff = _keras_difference(proto, model)
+    if not diff <= KERAS_TOLERANCE:
+        raise ValueError(f"Erfc rewritten as 1 - Erf, but the graph then differs from Keras by {diff:.2e}")
+    return {"rewrites": f"Erfc x{count} as 1 - Erf (ONNX Runtime has no Erfc kernel); outputs equal Keras' within "
+                        f"{diff:.1e} on random inputs"}
+
+
+def _keras_difference(proto, model, batches: int = 3) -> float:
+    """Largest |ORT output - Keras output| over random batches of 4."""
+    shape = [int(d) for d in model.inputs[0].shape[1:]]
+    rng = np.random.default_rng(0)
+    inputs = [rng.random((4, *shape), dtype=np.float32) for _ in range(batches)]
+    ours = _outputs(proto, inputs)[0]
+    theirs = np.concatenate([np.asarray(model(x, training=False)) for x in inputs])
+    return float(np.max(np.abs(ours.reshape(theirs.shape) - theirs)))
 
 
 UNROLL_TOLERANCE = 1e-5
@@ -205,161 +263,22 @@ def _write_slim(source: Path, out_path: Path) -> None:
         tmp.write_bytes(model.SerializeToString())
 
 
-class _Calibration:
-    """ORT CalibrationDataReader over (N, *input_shape) float32 images, one image per call."""
-
-    def __init__(self, images: np.ndarray, name: str):
-        self._items = iter([{name: images[i : i + 1]} for i in range(len(images))])
-
-    def get_next(self):
-        return next(self._items, None)
-
-
 def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
-           reference: tuple | None = None) -> dict:
-    """Write the ``quant`` artifact made from ``fp32_path``; returns its recipe."""
+           selection=None, baseline: Path | None = None, keras=None) -> dict:
+    """Write the ``quant`` artifact made from ``fp32_path``; returns its recipe.
+
+    selection: a :class:`edgeseq.export.search.Selection` the dynamic and int8 searches measure on."""
+    recipe = {"from": "fp32 onnx", "opset": OPSET, "batch": "dynamic"}
     with tempfile.TemporaryDirectory() as scratch:
         made = Path(scratch) / Path(out_path).name
-        recipe = _derive(fp32_path, made, quant, calibration, reference)
+        if quant is Quant.fp16:
+            recipe = _fp16(fp32_path, made, recipe)
+        else:
+            from edgeseq.export import onnx_quant
+
+            recipe = {**recipe, **onnx_quant.integer(fp32_path, made, quant, calibration, selection, baseline, keras)}
         _write_slim(made, out_path)
     return {**recipe, **SLIM_NOTE}
-
-
-def _derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
-            reference: tuple | None = None) -> dict:
-    onnx = require("onnx")
-    ort = require("onnxruntime")
-    quantization = require("onnxruntime.quantization")
-    recipe = {"from": "fp32 onnx", "opset": OPSET, "batch": "dynamic"}
-    if quant is Quant.fp16:
-        return _fp16(fp32_path, out_path, recipe)
-    input_shape = tuple(d.dim_value for d in onnx.load(str(fp32_path)).graph.input[0].type.tensor_type.shape.dim[1:])
-    time_steps = input_shape[0] if len(input_shape) >= 2 else None
-    if quant is Quant.dynamic:
-        head, share = output_head(fp32_path, time_steps)
-        # uint8 asymmetric weights: measured on the zoo's mlp at batch 1, 99.90 % agreement against 99.85 %
-        # for int8 symmetric. Per-tensor or per-channel differs by model (mlp: per-channel 99.75 %; the
-        # unrolled SimpleRNN: per-channel 99.91 %, per-tensor 99.88 %), so both are made and one is chosen.
-        with tempfile.TemporaryDirectory() as scratch:
-            candidates = {"per-tensor": Path(scratch) / "per-tensor.onnx", "per-channel": Path(scratch) / "per-channel.onnx"}
-            for name, path in candidates.items():
-                quantization.quantize_dynamic(str(fp32_path), str(path), weight_type=quantization.QuantType.QUInt8,
-                                              per_channel=name == "per-channel", nodes_to_exclude=head)
-            chosen, selection = select.choose(candidates, reference, preferred="per-tensor")
-            with atomic_path(out_path) as tmp:
-                tmp.write_bytes(candidates[chosen].read_bytes())
-        return {**recipe, "tool": f"onnxruntime.quantization.quantize_dynamic {ort.__version__}",
-                "weights": f"uint8 asymmetric {chosen}", "activations": "uint8, quantized per call",
-                **_head_note(head, share), **selection}
-    if calibration is None or not len(calibration):
-        raise ValueError("int8 conversion needs calibration images")
-    images = np.asarray(calibration, np.float32).reshape((-1, *input_shape))
-    with tempfile.TemporaryDirectory() as scratch:
-        prepared = Path(scratch) / "prepared.onnx"
-        static = Path(scratch) / "static.onnx"
-        source, hoisted = _hoisted_copy(fp32_path, Path(scratch))
-        quantization.shape_inference.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        head, share = output_head(prepared, time_steps)
-        quantization.quantize_static(
-            str(prepared), str(static), _Calibration(images, INPUT_NAME),
-            quant_format=quantization.QuantFormat.QDQ, per_channel=True,
-            activation_type=quantization.QuantType.QInt8, weight_type=quantization.QuantType.QInt8,
-            calibrate_method=quantization.CalibrationMethod.MinMax, nodes_to_exclude=head,
-            # Integer MACs with float outputs (MatMulIntegerToFloat): one requantization less per layer.
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                           "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
-        )
-        dynamic_ops = [n.op_type for n in onnx.load(str(static)).graph.node if n.op_type in DYNAMIC_ONLY_OPS]
-        if hoisted:
-            dynamic_ops.append("Loop")
-        weights = quantization.QuantType.QInt8 if "LSTM" in dynamic_ops else quantization.QuantType.QUInt8
-        candidates = {"static QDQ": Path(scratch) / "candidate-static.onnx"}
-        if dynamic_ops:  # static QDQ leaves these float: give them ORT's integer dynamic kernels
-            quantization.quantize_dynamic(str(static), str(candidates["static QDQ"]), weight_type=weights,
-                                          nodes_to_exclude=head, extra_options={"EnableSubgraph": bool(hoisted)},
-                                          op_types_to_quantize=list(DYNAMIC_ONLY_OPS) + (["MatMul"] if hoisted else []))
-        else:
-            candidates["static QDQ"].write_bytes(static.read_bytes())
-        if reference is not None:  # the others: every MAC op on dynamic integer kernels
-            dynamic_head, dynamic_share = output_head(source, time_steps)  # node names of the graph it starts from
-            # per-channel weights: the unrolled SimpleRNN's choice as dynamic (its LSTM kernel takes per-tensor)
-            for per_channel in (False, True) if weights == quantization.QuantType.QUInt8 else (False,):
-                name = "dynamic integer" + (" per-channel" if per_channel else "")
-                candidates[name] = Path(scratch) / f"candidate-{name.replace(' ', '-')}.onnx"
-                quantization.quantize_dynamic(str(source), str(candidates[name]), weight_type=weights,
-                                              per_channel=per_channel, nodes_to_exclude=dynamic_head,
-                                              extra_options={"EnableSubgraph": bool(hoisted)})
-        chosen, selection = select.choose(candidates, reference, preferred="static QDQ")
-        with atomic_path(out_path) as tmp:
-            tmp.write_bytes(candidates[chosen].read_bytes())
-    if chosen.startswith("dynamic integer"):
-        return {**recipe, "tool": f"onnxruntime.quantization.quantize_dynamic {ort.__version__}",
-                "weights": f"{'int8' if weights == quantization.QuantType.QInt8 else 'uint8'} "
-                           f"{'per-channel' if chosen.endswith('per-channel') else 'per-tensor'}",
-                "activations": "quantized per call", "io": "float32", **_loop_note(hoisted),
-                **_head_note(dynamic_head, dynamic_share), **selection}
-    return {**recipe, "tool": f"onnxruntime.quantization.quantize_static {ort.__version__}", "format": "QDQ",
-            "weights": "int8 per-channel", "activations": "int8 per-tensor (MinMax)", "io": "float32",
-            "calibration_images": len(images), "matmul_outputs": "float (integer MACs, no requantization)",
-            "dynamic_fallback": sorted(set(dynamic_ops)) or None, **_loop_note(hoisted), **_head_note(head, share),
-            **selection}
-
-
-def hoist_loop_constants(model) -> int:
-    """Turn Loop-carried inputs that are constants (an outer initializer passed through the body unchanged:
-    how tf2onnx hands a recurrent cell its weights) into initializers of the body. The graph computes the
-    same; quantizers, which only quantize initializers, can then reach the recurrent weights, and those are
-    still stored once. Returns how many were hoisted."""
-    import copy
-
-    from edgeseq.export.unroll import passthrough
-
-    onnx = require("onnx")
-    graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
-    consumers = {x for n in graph.node for x in n.input} | {o.name for o in graph.output}
-    hoisted = 0
-    for node in graph.node:
-        if node.op_type != "Loop":
-            continue
-        body = next(a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
-        n_state = len(node.input) - 2
-        unchanged = passthrough(body, n_state)
-        keep = []
-        for k in range(n_state):
-            outer, inner = node.input[2 + k], body.input[2 + k].name
-            if outer in initializers and k in unchanged and node.output[k] not in consumers:
-                constant = copy.deepcopy(initializers[outer])
-                constant.name = inner
-                body.initializer.append(constant)
-                hoisted += 1
-            else:
-                keep.append(k)
-        if len(keep) == n_state:
-            continue
-        inputs = list(node.input[:2]) + [node.input[2 + k] for k in keep]
-        outputs = [node.output[k] for k in keep] + list(node.output[n_state:])
-        body_inputs = list(body.input[:2]) + [body.input[2 + k] for k in keep]
-        body_outputs = [body.output[0]] + [body.output[1 + k] for k in keep] + list(body.output[1 + n_state:])
-        for field, values in ((node.input, inputs), (node.output, outputs), (body.input, body_inputs),
-                              (body.output, body_outputs)):
-            del field[:]
-            field.extend(values)
-    used = {x for g in _graphs(graph) for n in g.node for x in n.input}  # a body may read outer names
-    for name in [n for n in initializers if n not in used]:
-        graph.initializer.remove(initializers[name])
-    return hoisted
-
-
-def _hoisted_copy(fp32_path: Path, scratch: Path) -> tuple[Path, int]:
-    onnx = require("onnx")
-    model = onnx.load(str(fp32_path))
-    count = hoist_loop_constants(model)
-    if not count:
-        return fp32_path, 0
-    path = scratch / "hoisted.onnx"
-    onnx.save(model, str(path))
-    return path, count
 
 
 def _fp16(fp32_path: Path, out_path: Path, recipe: dict) -> dict:
@@ -427,38 +346,3 @@ def _store_weights_as_float16(graph, onnx, min_elements: int = 16) -> None:
         graph.node.insert(i, cast)
 
 
-HEAD_MAX_SHARE = 0.02  # keep the output layer float only while it is at most this share of the MACs
-
-
-def output_head(path: Path, time_steps: int | None) -> tuple[list[str], float]:
-    """The output layer: nodes from the last MAC op to the graph output, and that op's share of all MACs.
-
-    Returns ([], share) when the head is too big to keep in float. Keeping the last layer at higher
-    precision is what keeps int8 agreement on low-margin models (measured on the zoo's mlp: int8
-    weights in the 32->10 output layer alone flip 0.10 % of predictions, for 0.5 % of the MACs).
-    """
-    from edgeseq.export.coverage import onnx_node_macs
-
-    onnx = require("onnx")
-    graph = onnx.load(str(path)).graph
-    producers = {o: n for n in graph.node for o in n.output}
-    head, node = [], producers.get(graph.output[0].name)
-    while node is not None and node.op_type not in ("MatMul", "Gemm", "Conv"):
-        head.append(node.name)
-        node = producers.get(node.input[0]) if node.input else None
-    if node is None:
-        return [], 0.0
-    head.append(node.name)
-    macs = onnx_node_macs(path, time_steps)
-    share = macs.get(node.name, 0) / max(sum(macs.values()), 1)
-    return (head, share) if share <= HEAD_MAX_SHARE else ([], share)
-
-
-def _loop_note(hoisted: int) -> dict:
-    return {"loops": f"{hoisted} loop-carried constants hoisted into the loop body; its MatMuls run ORT's "
-                     "dynamic integer kernels (MatMulInteger), weights stored once"} if hoisted else {}
-
-
-def _head_note(head: list[str], share: float) -> dict:
-    return {"kept_float": {"nodes": head, "mac_share": round(share, 4),
-                           "why": "output layer at higher precision"}} if head else {}

@@ -240,7 +240,7 @@ def test_a_loop_that_is_not_onnx_gru_or_rnn_is_kept():
 def test_a_kept_loop_gets_its_carried_weights_as_body_initializers():
     """What int8 does with a Loop that stays a Loop: the recurrent weights carried through it become body
     initializers (quantizers only reach initializers), stored once, and the graph computes the same."""
-    from edgeseq.export.onnx import hoist_loop_constants
+    from edgeseq.export.onnx_quant import hoist_loop_constants
 
     model = _rnn_loop()
     hoisted = copy.deepcopy(model)

@@ -161,5 +161,7 @@ def print_verify(report: dict) -> None:
     for row in report["artifacts"]:
         for reason in row["reasons"]:
             typer.echo(f"  {row['id']} FAIL: {reason}")
+        for flag in row.get("flags", []):
+            typer.echo(f"  {row['id']} not worth having: {flag}")
     passed = sum(r["passed"] for r in report["artifacts"])
     typer.echo(f"{passed} of {len(report['artifacts'])} artifacts pass")

@@ -21,8 +21,8 @@ def export_command(
                                                            "several (default: every format).")] = None,
     quant: Annotated[Optional[List[Quant]], typer.Option("--quant", help="Quantization; repeat for several "
                                                          "(default: every one).")] = None,
-    calib: Annotated[int, typer.Option(min=1, help="Training images that calibrate int8 (at least 100 more stay "
-                                       "held out to choose between int8 candidates).")] = 300,
+    calib: Annotated[int, typer.Option(min=1, help="Training images that calibrate int8 (the first N; at least 100 "
+                                       "more stay held out for the int8 search).")] = 300,
     out: Annotated[Optional[Path], typer.Option(help="Bundle directory (default: bundle/ beside the model).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out even when it holds another model's bundle "
                                         "or other files.")] = False,
@@ -33,6 +33,13 @@ def export_command(
 ) -> None:
     """Convert a Keras model to TFLite and ONNX at each quantization and write a bundle a device can use
     without TensorFlow: the artifacts, manifest.json and reference.npz.
+
+    int8 and dynamic artifacts come from an accuracy-aware search: candidates are measured on up to 2,000
+    held-out training images (never calibration or test images) for agreement with Keras, integer share,
+    size and batch-1 latency against fp32, cheapest remedy first (standard recipes, other range settings or
+    16-bit activations, then the fewest, most sensitive layers left float). Each search is written to
+    sensitivity-<artifact>.md/.json (and .png when layers were ranked). An integer artifact slower than fp32
+    or not 2x smaller is flagged, never silently recommended.
 
     Each conversion runs in a separate process: one that crashes is reported failed and the others go on.
     The bundle is built beside --out and swapped in whole at the end, so an interrupted export leaves the

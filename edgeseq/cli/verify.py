@@ -21,7 +21,7 @@ def verify_command(
     threads: Annotated[Optional[int], typer.Option(min=1, help="Runtime threads (default: the runtime's).")] = None,
     min_agreement_int8: Annotated[float, typer.Option(callback=fraction, help="int8: minimum top-1 agreement with Keras.")] = 0.995,
     max_drop_int8: Annotated[float, typer.Option(callback=fraction, help="int8: maximum accuracy drop (fraction, 0.003 = 0.3 points).")] = 0.003,
-    min_int8_macs: Annotated[float, typer.Option(callback=fraction, help="int8: minimum share of MACs done in int8.")] = 0.95,
+    min_int8_macs: Annotated[float, typer.Option(callback=fraction, help="int8: minimum share of MACs done on integer kernels.")] = 0.90,
     min_agreement_reduced: Annotated[float, typer.Option(callback=fraction, help="fp16 and dynamic: minimum agreement.")] = 0.999,
     max_abs_fp32: Annotated[float, typer.Option(callback=non_negative, help="fp32: maximum |output difference|.")] = 1e-4,
     out: Annotated[Optional[Path], typer.Option(help="Where to write verify.json and verify.md (default: the "

@@ -1,0 +1,360 @@
+"""fp32 .onnx -> dynamic and int8 .onnx with ONNX Runtime's quantizer, through the accuracy-aware search
+(:mod:`edgeseq.export.search`).
+
+Two families of integer graphs:
+
+- **static QDQ** (int8): activations quantized with ranges calibrated on training images; MatMul/Gemm
+  outputs stay float (MatMulIntegerToFloat: one requantization less per layer). ORT's static quantizer
+  leaves ``LSTM`` float: its dynamic integer kernel (DynamicQuantizeLSTM) is applied on top.
+- **dynamic integer**: int8/uint8 weights, activations quantized per call.
+
+Stages, cheapest first: the standard candidates of each family; then static QDQ with percentile and
+entropy ranges instead of min-max; then float fallback of the most sensitive layers (measured one at a
+time) in the family that scored best. ORT's CPU provider has no int16 MatMul/Conv kernels, so 16-bit
+activations would run as float there: that remedy is not offered for ONNX.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeseq.atomic import atomic_path
+from edgeseq.export import search
+from edgeseq.formats import Quant
+from edgeseq.lazy import require
+
+INPUT_NAME = "image"
+DYNAMIC_ONLY_OPS = ("LSTM",)  # left float by static QDQ; ORT's dynamic quantizer gives them integer kernels
+MAC_OPS = ("MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN")
+RANGES = {"percentile": "Percentile", "entropy": "Entropy"}  # stage 2: other range settings
+HEAD_MAX_SHARE = 0.02  # keep the output layer float only while it is at most this share of the MACs
+
+
+class _Calibration:
+    """ORT CalibrationDataReader over (N, *input_shape) float32 images, one image per call."""
+
+    def __init__(self, images: np.ndarray, name: str):
+        self._items = iter([{name: images[i : i + 1]} for i in range(len(images))])
+
+    def get_next(self):
+        return next(self._items, None)
+
+
+class _Family:
+    """One family's candidates: ``build(name, float_layers)`` -> a slimmed .onnx in scratch.
+
+    make(family, graph, out, exclude, **options) writes the quantized graph; it may note what it did on
+    the family (``dynamic_ops``)."""
+
+    def __init__(self, scratch: Path, graph: Path, make, layers: list[search.Layer], head: tuple[list[str], float],
+                 variants: dict[str, dict], weights):
+        self.scratch, self.graph, self.make = scratch, graph, make
+        self.head, self.head_share = head
+        self.layers = {layer.label: layer for layer in layers}
+        self.variants = variants  # name suffix -> quantizer options of the standard candidates
+        self.weights = weights  # candidate name -> what its weights are, for the recipe
+        self.dynamic_ops: list[str] = []
+        self.ops_left_dynamic: dict[Path, list[str]] = {}  # candidate -> ops given dynamic kernels on top
+
+    def build(self, name: str, float_layers: list[str], **options) -> Path:
+        from edgeseq.export.onnx import slim
+
+        onnx = require("onnx")
+        handle, name_on_disk = tempfile.mkstemp(dir=self.scratch, prefix="candidate-", suffix=".onnx")
+        os.close(handle)
+        path = Path(name_on_disk)
+        raw = path.with_suffix(".raw.onnx")
+        exclude = list(self.head) + [n for label in float_layers for n in self.layers[label].nodes]
+        self.make(self, self.graph, raw, exclude, **options)
+        model = onnx.load(str(raw))
+        slim(model)
+        onnx.save(model, str(path))
+        self.ops_left_dynamic[path] = list(self.dynamic_ops)
+        return path
+
+
+def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
+            selection: search.Selection | None, baseline: Path | None = None, keras=None,
+            progress=None) -> dict:
+    """Write the dynamic or int8 artifact of ``fp32_path``; returns its recipe (with the search record).
+
+    baseline: the fp32 artifact the result is timed and sized against (the bundle's own, when the
+    integer graph starts from another form of it, e.g. with its GRU unrolled); keras: the model's
+    :class:`~edgeseq.export.search.KerasLayers`, to tell which ops each layer became.
+    """
+    onnx = require("onnx")
+    ort = require("onnxruntime")
+    from edgeseq.export.coverage import onnx_coverage
+
+    input_shape = tuple(d.dim_value for d in onnx.load(str(fp32_path)).graph.input[0].type.tensor_type.shape.dim[1:])
+    time_steps = input_shape[0] if len(input_shape) >= 2 else None
+    if quant is Quant.int8 and (calibration is None or not len(calibration)):
+        raise ValueError("int8 conversion needs calibration images")
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        source, hoisted = _hoisted_copy(fp32_path, scratch)
+        families = {"dynamic integer": _dynamic_family(scratch, source, time_steps, hoisted, keras)}
+        if quant is Quant.int8:
+            images = np.asarray(calibration, np.float32).reshape((-1, *input_shape))
+            static = _static_family(scratch, source, time_steps, hoisted, images, keras)
+            families = {"static QDQ": static, **families}
+            if "Gemm" in _op_types(static.graph):  # which of the two ORT runs faster differs by model: try both
+                families["static QDQ, MatMul+Add kept"] = _static_family(scratch, source, time_steps, hoisted, images,
+                                                                         keras, optimize=False)
+        if selection is None:  # nothing to measure on: the first family's standard candidate
+            name, family = next(iter(families.items()))
+            chosen_path, chosen_name, record = family.build(name, []), name, None
+        else:
+            target = search.Target(agreement=search.TARGET_AGREEMENT if quant is Quant.int8 else 0.999)
+            scorer = search.Scorer(selection, baseline or fp32_path, lambda p: onnx_coverage(p, time_steps), target)
+            chosen_name, chosen_path, record = _search(families, scorer, quant, progress)
+        with atomic_path(out_path) as tmp_out:
+            tmp_out.write_bytes(Path(chosen_path).read_bytes())
+    family_name = _family_of(chosen_name, families)
+    family, static = families[family_name], family_name.startswith("static QDQ")
+    weights = family.weights
+    recipe = {"from": "fp32 onnx", "batch": "dynamic", "io": "float32",
+              "tool": f"onnxruntime.quantization.{'quantize_static' if static else 'quantize_dynamic'} {ort.__version__}",
+              "candidate": chosen_name, "weights": weights(chosen_name)}
+    if static:
+        recipe.update(format="QDQ", activations="int8 per-tensor", calibration_images=len(calibration),
+                      matmul_outputs="float (integer MACs, no requantization)",
+                      dynamic_fallback=family.ops_left_dynamic.get(Path(chosen_path)) or None)
+    else:
+        recipe["activations"] = "quantized per call"
+    if hoisted:
+        recipe["loops"] = (f"{hoisted} loop-carried constants hoisted into the loop body; its MatMuls run ORT's "
+                           "dynamic integer kernels (MatMulInteger), weights stored once")
+    if family.head:
+        recipe["kept_float"] = {"nodes": family.head, "mac_share": round(family.head_share, 4),
+                                "why": "output layer at higher precision"}
+    if record is not None:
+        recipe["search"] = record
+    return recipe
+
+
+def _search(families: dict[str, _Family], scorer: search.Scorer, quant: Quant, progress) -> tuple[str, Path, dict]:
+    """Stage 1 standard candidates, stage 2 other ranges (static), stage 3 float fallback."""
+    built: dict[str, Path] = {}
+    for name, family in families.items():
+        for suffix, options in family.variants.items():
+            built[f"{name}{suffix}"] = family.build(f"{name}{suffix}", [], **options)
+    runner = search.Search(scorer, build=lambda n, layers: Path(), layers=[], on_progress=progress)
+    done = runner.stage("standard", built)
+    if not done and "static QDQ" in families:
+        leader = search.best([c for c in runner.candidates if c.name.startswith("static QDQ")], scorer.target)
+        static = families[_family_of(leader.name, families)]
+        options = _options_of(leader.name, static)
+        ranges = {f"{leader.name}, {label} ranges": static.build(label, [], **options, method=method)
+                  for label, method in RANGES.items()}
+        done = runner.stage("range setting", ranges)
+    if not done:
+        leader = search.best(runner.candidates, scorer.target)
+        family = families[_family_of(leader.name, families)]
+        options = _options_of(leader.name, family)
+        runner.build = lambda name, layers: family.build(name, layers, **options)
+        runner.layers, runner.family = list(family.layers.values()), leader.name
+        runner.alternatives = _alternatives(families, leader.name, set(family.layers))
+        runner.fallback()
+    chosen, record = runner.result()
+    return chosen.name, chosen.path, record
+
+
+def _family_of(name: str, families: dict[str, _Family]) -> str:
+    """The family a candidate name starts with (the longest match: names extend their family's)."""
+    return max((f for f in families if name.startswith(f)), key=len)
+
+
+def _alternatives(families: dict[str, _Family], leader: str, labels: set[str]) -> dict:
+    """The other standard candidates, as fallback starting points (those that name the same layers)."""
+    found = {}
+    for name, family in families.items():
+        if set(family.layers) != labels:
+            continue
+        for suffix, options in family.variants.items():
+            if f"{name}{suffix}" != leader:
+                found[f"{name}{suffix}"] = (lambda f, o: lambda n, layers: f.build(n, layers, **o))(family, options)
+    return found
+
+
+def _options_of(name: str, family: _Family) -> dict:
+    """The quantizer options of the standard or range-setting candidate called ``name``."""
+    options = next((dict(o) for suffix, o in family.variants.items() if suffix and suffix in name), {})
+    for label, method in RANGES.items():
+        if f"{label} ranges" in name:
+            options["method"] = method
+    return options
+
+
+def _layers(graph_path: Path, time_steps: int | None, skip: list[str], keras) -> list[search.Layer]:
+    """The graph's nodes grouped by the Keras layer they came from (by kernel values for MAC ops, else by
+    the layer scope tf2onnx keeps in node names); ``skip``: nodes kept float anyway (the output layer)."""
+    from edgeseq.export.coverage import onnx_node_macs
+
+    if keras is None:
+        return []
+    onnx = require("onnx")
+    graph = onnx.load(str(graph_path)).graph
+    arrays = {i.name: i for i in graph.initializer}
+    macs = onnx_node_macs(graph_path, time_steps)
+    entries = []
+    for node in graph.node:
+        if node.name in skip:
+            continue
+        kernel = None
+        if node.op_type in MAC_OPS:
+            name = next((x for x in node.input[1:] if x in arrays and len(arrays[x].dims) >= 2), None)
+            kernel = onnx.numpy_helper.to_array(arrays[name]) if name else None
+        entries.append((node.name, node.op_type, keras.owner(node.name, kernel), macs.get(node.name, 0)))
+    return search.group_layers(entries)
+
+
+def _static_family(scratch: Path, source: Path, time_steps, hoisted: int, images: np.ndarray, keras,
+                   optimize: bool = True) -> _Family:
+    """optimize: ORT's pre-processing fuses MatMul+Add into Gemm (else the graph keeps them apart)."""
+    quantization = require("onnxruntime.quantization")
+    onnx = require("onnx")
+    prepared = scratch / f"prepared{'' if optimize else '-unfused'}.onnx"
+    quantization.shape_inference.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True,
+                                                   skip_optimization=not optimize)
+    head = output_head(prepared, time_steps)
+
+    def make(family: _Family, graph: Path, out: Path, exclude: list[str], method: str = "MinMax",
+             gemm_outputs: bool = False) -> None:
+        static = out.with_suffix(".static.onnx")
+        float_outputs = ["MatMul"] if gemm_outputs else ["MatMul", "Gemm"]
+        quantization.quantize_static(
+            str(graph), str(static), _Calibration(images, INPUT_NAME),
+            quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+            activation_type=quantization.QuantType.QInt8, weight_type=quantization.QuantType.QInt8,
+            calibrate_method=getattr(quantization.CalibrationMethod, method), nodes_to_exclude=exclude,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                           "OpTypesToExcludeOutputQuantization": float_outputs})
+        family.dynamic_ops = sorted({n.op_type for n in onnx.load(str(static)).graph.node
+                                     if n.op_type in DYNAMIC_ONLY_OPS and n.name not in exclude})
+        if hoisted:
+            family.dynamic_ops.append("Loop")
+        if family.dynamic_ops:  # static QDQ leaves these float: give them ORT's integer dynamic kernels
+            weights = quantization.QuantType.QInt8 if "LSTM" in family.dynamic_ops else quantization.QuantType.QUInt8
+            quantization.quantize_dynamic(str(static), str(out), weight_type=weights, nodes_to_exclude=exclude,
+                                          extra_options={"EnableSubgraph": bool(hoisted)},
+                                          op_types_to_quantize=list(DYNAMIC_ONLY_OPS) + (["MatMul"] if hoisted else []))
+        else:
+            out.write_bytes(static.read_bytes())
+
+    # Gemm outputs float (MatMulIntegerToFloat-like: no requantization), or requantized to int8: ORT fuses
+    # DequantizeLinear -> Gemm -> QuantizeLinear into QGemm only with the Q there; without one it dequantizes
+    # the weights on every run (measured: a Dense next to a float layer ran 14x slower than fp32).
+    variants = {"": {}, ", int8 Gemm outputs": {"gemm_outputs": True}} if "Gemm" in _op_types(prepared) else {"": {}}
+    return _Family(scratch, prepared, make, _layers(prepared, time_steps, head[0], keras), head, variants,
+                   lambda name: "int8 per-channel")
+
+
+def _dynamic_family(scratch: Path, source: Path, time_steps, hoisted: int, keras) -> _Family:
+    """uint8 asymmetric weights (measured on the zoo's mlp at batch 1: 99.90 % agreement against 99.85 % for
+    int8 symmetric), per-tensor and per-channel (which is better differs by model); int8 per-tensor weights
+    where an LSTM is quantized (what its kernel takes)."""
+    quantization = require("onnxruntime.quantization")
+    head = output_head(source, time_steps)
+    lstm = "LSTM" in _op_types(source)
+    weights = quantization.QuantType.QInt8 if lstm else quantization.QuantType.QUInt8
+
+    def make(family: _Family, graph: Path, out: Path, exclude: list[str], per_channel: bool = False) -> None:
+        quantization.quantize_dynamic(str(graph), str(out), weight_type=weights, per_channel=per_channel,
+                                      nodes_to_exclude=exclude, extra_options={"EnableSubgraph": bool(hoisted)})
+
+    variants = {"": {}} if lstm else {"": {}, " per-channel": {"per_channel": True}}
+    kind = "int8" if lstm else "uint8 asymmetric"
+    return _Family(scratch, source, make, _layers(source, time_steps, head[0], keras), head, variants,
+                   lambda name: f"{kind} {'per-channel' if 'per-channel' in name else 'per-tensor'}")
+
+
+def _op_types(path: Path) -> set[str]:
+    onnx = require("onnx")
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def hoist_loop_constants(model) -> int:
+    """Turn Loop-carried inputs that are constants (an outer initializer passed through the body unchanged:
+    how tf2onnx hands a recurrent cell its weights) into initializers of the body. The graph computes the
+    same; quantizers, which only quantize initializers, can then reach the recurrent weights, and those are
+    still stored once. Returns how many were hoisted."""
+    import copy
+
+    from edgeseq.export.onnx import _graphs
+    from edgeseq.export.unroll import passthrough
+
+    onnx = require("onnx")
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    consumers = {x for n in graph.node for x in n.input} | {o.name for o in graph.output}
+    hoisted = 0
+    for node in graph.node:
+        if node.op_type != "Loop":
+            continue
+        body = next(a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
+        n_state = len(node.input) - 2
+        unchanged = passthrough(body, n_state)
+        keep = []
+        for k in range(n_state):
+            outer, inner = node.input[2 + k], body.input[2 + k].name
+            if outer in initializers and k in unchanged and node.output[k] not in consumers:
+                constant = copy.deepcopy(initializers[outer])
+                constant.name = inner
+                body.initializer.append(constant)
+                hoisted += 1
+            else:
+                keep.append(k)
+        if len(keep) == n_state:
+            continue
+        inputs = list(node.input[:2]) + [node.input[2 + k] for k in keep]
+        outputs = [node.output[k] for k in keep] + list(node.output[n_state:])
+        body_inputs = list(body.input[:2]) + [body.input[2 + k] for k in keep]
+        body_outputs = [body.output[0]] + [body.output[1 + k] for k in keep] + list(body.output[1 + n_state:])
+        for field, values in ((node.input, inputs), (node.output, outputs), (body.input, body_inputs),
+                              (body.output, body_outputs)):
+            del field[:]
+            field.extend(values)
+    used = {x for g in _graphs(graph) for n in g.node for x in n.input}  # a body may read outer names
+    for name in [n for n in initializers if n not in used]:
+        graph.initializer.remove(initializers[name])
+    return hoisted
+
+
+def _hoisted_copy(fp32_path: Path, scratch: Path) -> tuple[Path, int]:
+    onnx = require("onnx")
+    model = onnx.load(str(fp32_path))
+    count = hoist_loop_constants(model)
+    if not count:
+        return fp32_path, 0
+    path = scratch / "hoisted.onnx"
+    onnx.save(model, str(path))
+    return path, count
+
+
+def output_head(path: Path, time_steps: int | None) -> tuple[list[str], float]:
+    """The output layer: nodes from the last MAC op to the graph output, and that op's share of all MACs.
+
+    Returns ([], share) when the head is too big to keep in float. Keeping the last layer at higher
+    precision is what keeps int8 agreement on low-margin models (measured on the zoo's mlp: int8
+    weights in the 32->10 output layer alone flip 0.10 % of predictions, for 0.5 % of the MACs).
+    """
+    from edgeseq.export.coverage import onnx_node_macs
+
+    onnx = require("onnx")
+    graph = onnx.load(str(path)).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    head, node = [], producers.get(graph.output[0].name)
+    while node is not None and node.op_type not in ("MatMul", "Gemm", "Conv"):
+        head.append(node.name)
+        node = producers.get(node.input[0]) if node.input else None
+    if node is None:
+        return [], 0.0
+    head.append(node.name)
+    macs = onnx_node_macs(path, time_steps)
+    share = macs.get(node.name, 0) / max(sum(macs.values()), 1)
+    return (head, share) if share <= HEAD_MAX_SHARE else ([], share)

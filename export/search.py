@@ -1,0 +1,471 @@
+"""Accuracy-aware int8: candidates in order of cost, measured on held-out images, until one holds.
+
+Each format's recipe (:mod:`edgeseq.export.tflite`, :mod:`edgeseq.export.onnx`) proposes candidates in
+stages, cheapest first: its standard recipes, then other range settings, then float fallback of the
+fewest, most sensitive layers. Every candidate is measured here the same way, on held-out training
+images (never calibration images, never the test set), at batch 1 as a device runs it:
+
+- agreement with the Keras model (top-1, or exact sequence) and the accuracy change on those images;
+- the share of its multiply-accumulates that run on integer kernels;
+- its size and its median latency, each against the fp32 artifact of the same format, timed side by
+  side in this process (rounds alternate between the two, so a slow spell hits both).
+
+The search stops at the first stage that has a candidate meeting the target. Among those, the winner is
+the one that keeps at least :data:`INTEGER_FLOOR` of its MACs integer, then the one worth having (not
+slower than fp32, at least 2x smaller), then the most integer arithmetic, then the fastest.
+When no stage reaches the target the best-scoring candidate is kept and the record says why.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+TARGET_AGREEMENT = 0.995
+MAX_ACCURACY_DROP = 0.003  # a fraction: 0.3 percentage points
+INTEGER_FLOOR = 0.90
+MARGIN_SE = 1.0  # agreement must clear the target by this many standard errors (see Scorer.meets)
+MIN_INTEGER = 0.5  # below this share of integer MACs a candidate is a float model, whatever its agreement
+SOURCE = "held-out training images (not calibration, not test)"
+
+
+@dataclass(frozen=True)
+class Target:
+    agreement: float = TARGET_AGREEMENT
+    max_accuracy_drop: float = MAX_ACCURACY_DROP
+    integer_mac_share: float = INTEGER_FLOOR
+
+    def record(self) -> dict:
+        return {"agreement": self.agreement, "max_accuracy_drop": self.max_accuracy_drop,
+                "integer_mac_share": self.integer_mac_share}
+
+
+@dataclass
+class Selection:
+    """Held-out images, their labels and the Keras model's outputs on them."""
+
+    images: np.ndarray
+    outputs: np.ndarray
+    labels: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, model, images: np.ndarray | None, labels: np.ndarray | None = None) -> "Selection | None":
+        if images is None or not len(images):
+            return None
+        outputs = np.asarray(model(images, training=False))
+        return cls(np.asarray(images, np.float32), outputs, _truth(labels, outputs))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _truth(labels: np.ndarray | None, outputs: np.ndarray) -> np.ndarray | None:
+    """Digit labels in the form the model predicts: digits, or character ids of the digit's name."""
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if outputs.ndim == 2:
+        return labels
+    if outputs.ndim == 3:
+        from edgeseq.labels import encode_words
+
+        words = encode_words(labels)
+        return words if words.shape == outputs.shape[:2] else None
+    return None
+
+
+def _top1(outputs: np.ndarray) -> np.ndarray:
+    return outputs.argmax(axis=-1)
+
+
+def _accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
+    equal = predicted == truth
+    return float(equal.reshape(len(equal), -1).all(axis=1).mean())
+
+
+@dataclass
+class Candidate:
+    """One int8 candidate as measured (see :meth:`Scorer.measure`)."""
+
+    name: str
+    stage: str
+    path: Path
+    agreement: float
+    mean_abs_diff: float
+    accuracy_delta: float | None
+    integer_mac_share: float
+    bytes: int
+    size_vs_fp32: float
+    p50_ms: float
+    fp32_p50_ms: float
+    float_layers: list[str] = field(default_factory=list)
+    meets_target: bool = False
+    worth_having: bool = False
+
+    @property
+    def p50_vs_fp32(self) -> float:
+        return self.p50_ms / self.fp32_p50_ms if self.fp32_p50_ms > 0 else float("inf")
+
+    def record(self) -> dict:
+        return {"name": self.name, "stage": self.stage, "agreement": round(self.agreement, 5),
+                "accuracy_delta": None if self.accuracy_delta is None else round(self.accuracy_delta, 5),
+                "mean_abs_diff": float(f"{self.mean_abs_diff:.3g}"),
+                "integer_mac_share": round(self.integer_mac_share, 4), "bytes": self.bytes,
+                "size_vs_fp32": round(self.size_vs_fp32, 3), "p50_ms": round(self.p50_ms, 4),
+                "p50_vs_fp32": round(self.p50_vs_fp32, 3), "float_layers": self.float_layers,
+                "meets_target": self.meets_target, "worth_having": self.worth_having}
+
+
+def worth(size_vs_fp32: float, p50_vs_fp32: float | None) -> list[str]:
+    """Why an integer artifact is not worth having over fp32 (empty when it is)."""
+    from edgeseq.parity import worth_flags
+
+    return worth_flags(size_vs_fp32, p50_vs_fp32)
+
+
+class Scorer:
+    """Measures candidates of one format against its fp32 artifact on a :class:`Selection`."""
+
+    def __init__(self, selection: Selection, fp32_path: Path, coverage: Callable[[Path], dict],
+                 target: Target = Target(), timing_rounds: int = 5, runs_per_round: int = 20):
+        self.selection, self.fp32_path, self.coverage, self.target = selection, Path(fp32_path), coverage, target
+        self.rounds, self.runs = timing_rounds, runs_per_round
+        self.fp32_bytes = self.fp32_path.stat().st_size
+        self.keras_top1 = _top1(selection.outputs)
+        self.keras_accuracy = (_accuracy(self.keras_top1, selection.labels)
+                               if selection.labels is not None else None)
+
+    def agreement(self, path: Path) -> tuple[float, float, float | None]:
+        """(agreement, mean |output difference|, accuracy change) of ``path`` on the selection images."""
+        from edgeseq.runtimes import open_runner
+
+        expected = self.selection.outputs
+        outputs = open_runner(path, threads=1).run(self.selection.images, batch=1).reshape(expected.shape)
+        top1 = _top1(outputs)
+        same = top1 == self.keras_top1
+        agreement = float(same.reshape(len(same), -1).all(axis=1).mean())
+        delta = (_accuracy(top1, self.selection.labels) - self.keras_accuracy
+                 if self.keras_accuracy is not None else None)
+        return agreement, float(np.abs(outputs - expected).mean()), delta
+
+    def latency(self, path: Path) -> tuple[float, float]:
+        """(p50 ms of ``path``, p50 ms of fp32) at batch 1, one thread, rounds alternating between them."""
+        from edgeseq.runtimes import open_runner
+
+        x = self.selection.images[:1]
+        steps = [open_runner(p, threads=1).stepper(x) for p in (path, self.fp32_path)]
+        samples: list[list[float]] = [[], []]
+        for step in steps:  # warm up both
+            for _ in range(3):
+                step()
+        for _ in range(self.rounds):
+            for step, times in zip(steps, samples):
+                for _ in range(self.runs):
+                    start = time.perf_counter()
+                    step()
+                    times.append(time.perf_counter() - start)
+        return float(np.median(samples[0]) * 1e3), float(np.median(samples[1]) * 1e3)
+
+    def measure(self, name: str, stage: str, path: Path, float_layers: Iterable[str] = ()) -> Candidate:
+        agreement, error, delta = self.agreement(path)
+        coverage = self.coverage(path)
+        p50, fp32_p50 = self.latency(path)
+        size = path.stat().st_size
+        candidate = Candidate(name, stage, path, agreement, error, delta, float(coverage.get("int8_mac_share", 0.0)),
+                              size, size / self.fp32_bytes, p50, fp32_p50, list(float_layers))
+        candidate.meets_target = self.meets(candidate)
+        candidate.worth_having = not worth(candidate.size_vs_fp32, candidate.p50_vs_fp32)
+        return candidate
+
+    def meets(self, c: Candidate) -> bool:
+        """Agreement and accuracy within the target, on a graph that is mostly integer (the integer floor
+        and speed are weighed by :func:`rank`, not required). Agreement must clear the target by one
+        standard error of its estimate on this many images: 99.5 % measured on 2,000 images is as likely
+        99.3 % on the next 10,000."""
+        n = max(len(self.selection), 1)
+        lower = c.agreement - MARGIN_SE * math.sqrt(max(c.agreement * (1 - c.agreement), 0.0) / n)
+        drop_ok = c.accuracy_delta is None or c.accuracy_delta >= -self.target.max_accuracy_drop
+        return lower >= self.target.agreement and drop_ok and c.integer_mac_share >= MIN_INTEGER
+
+
+def rank(c: Candidate, target: Target) -> tuple:
+    """Sort key, best last. Among candidates meeting the target: the integer floor, worth having, integer
+    share, speed, then fit. Among the others (nothing met it): the closest to it, still mostly integer."""
+    if c.meets_target:
+        return (2, c.integer_mac_share >= target.integer_mac_share, c.worth_having, round(c.integer_mac_share, 2),
+                -round(c.p50_vs_fp32, 1), round(c.agreement, 3), -c.mean_abs_diff)
+    return (0, c.integer_mac_share >= MIN_INTEGER, c.integer_mac_share >= target.integer_mac_share,
+            round(c.agreement, 3), round(c.integer_mac_share, 2), -c.mean_abs_diff, c.worth_having)
+
+
+def best(candidates: list[Candidate], target: Target) -> Candidate:
+    return max(candidates, key=lambda c: rank(c, target))
+
+
+def why(chosen: Candidate, candidates: list[Candidate], target: Target) -> str:
+    """One sentence: why ``chosen`` won, or why nothing met the target."""
+    if not chosen.meets_target:
+        return (f"no candidate reached {target.agreement:.1%} agreement with at most "
+                f"{target.max_accuracy_drop * 100:.1f} pts accuracy drop; kept the closest: {chosen.name} "
+                f"({chosen.agreement:.2%})")
+    meeting = [c for c in candidates if c.meets_target]
+    parts = [f"meets the target ({chosen.agreement:.2%} agreement)"]
+    if len(meeting) > 1:
+        parts.append(f"best of {len(meeting)} that do on integer share ({chosen.integer_mac_share:.1%}), "
+                     f"speed ({chosen.p50_vs_fp32:.2f}x fp32) and size ({chosen.size_vs_fp32:.2f}x)")
+    if chosen.float_layers:
+        parts.append(f"left float: {', '.join(chosen.float_layers)}")
+    flags = worth(chosen.size_vs_fp32, chosen.p50_vs_fp32)
+    if flags:
+        parts.append("not worth having over fp32: " + "; ".join(flags))
+    return "; ".join(parts)
+
+
+@dataclass
+class Layer:
+    """A Keras layer as the converted graph has it: every op it became (an unrolled cell's steps, its bias,
+    its activation, the softmax inside an attention layer)."""
+
+    label: str  # the Keras layer's name
+    nodes: list[str]  # what the format's quantizer is told to leave float (ORT node names, TFLite tensors)
+    op: str
+    macs: int
+
+
+Build = Callable[[str, list[str]], Path]  # (candidate name, layers left float) -> artifact path
+
+
+@dataclass
+class Search:
+    """One format's int8 search: candidates measured as they are built, stage by stage."""
+
+    scorer: Scorer
+    build: Build  # the fallback family: the standard recipe with the named layers left float
+    layers: list[Layer]
+    candidates: list[Candidate] = field(default_factory=list)
+    sensitivity: dict | None = None
+    on_progress: Callable[[str], None] | None = None
+    family: str = ""  # the candidate the fallback starts from: its name prefixes the fallback's names
+    # Other starting points that get the same float layers at each fallback step (name prefix -> build):
+    # which is best around a float layer differs (e.g. a float layer can stop a runtime's fusion).
+    alternatives: dict[str, Build] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # remedies that could not be built, and why
+
+    @property
+    def target(self) -> Target:
+        return self.scorer.target
+
+    def say(self, line: str) -> None:
+        if self.on_progress:
+            self.on_progress(line)
+
+    def stage(self, stage: str, built: dict[str, Path]) -> bool:
+        """Measure a stage's candidates; True when one of them meets the target."""
+        for name, path in built.items():
+            self.candidates.append(self.scorer.measure(name, stage, path))
+            c = self.candidates[-1]
+            self.say(f"{stage}: {name}: {c.agreement:.2%} agreement, {c.integer_mac_share:.1%} integer MACs, "
+                     f"{c.p50_vs_fp32:.2f}x fp32 latency")
+        return any(c.meets_target for c in self.candidates if c.stage == stage)
+
+    def measure_sensitivity(self) -> list[dict]:
+        """Per layer: agreement and output error with only that layer left float, against all-int8."""
+        base = self.scorer.agreement(self.build("all int8", []))
+        total = max(sum(layer.macs for layer in self.layers), 1)
+        rows = []
+        for layer in self.layers:
+            agreement, error, delta = self.scorer.agreement(self.build(f"only {layer.label} float", [layer.label]))
+            rows.append({"layer": layer.label, "op": layer.op, "mac_share": round(layer.macs / total, 4),
+                         "agreement_only_it_float": round(agreement, 5), "mean_abs_diff_only_it_float": float(f"{error:.3g}"),
+                         "agreement_gain": round(agreement - base[0], 5), "error_gain": float(f"{base[1] - error:.3g}")})
+        self.sensitivity = {"all_int8": {"agreement": round(base[0], 5), "mean_abs_diff": float(f"{base[1]:.3g}")},
+                            "layers": rows}
+        return rows
+
+    def fallback(self, max_layers: int | None = None) -> bool:
+        """Leave the most sensitive layers float, one more at a time, until the target holds.
+
+        The first pick is the layer that regains the most alone. Each later pick is measured on top of
+        the ones already float (greedy): a layer that breaks a model on its own hides what the others
+        cost, so the one-at-a-time ranking says little about the second layer."""
+        rows = self.measure_sensitivity()
+        share = {r["layer"]: r["mac_share"] for r in rows}
+        # most agreement regained first; output error regained breaks ties; cheaper layers first after that
+        remaining = [r["layer"] for r in sorted(rows, key=lambda r: (-r["agreement_gain"], -r["error_gain"], r["mac_share"]))]
+        chosen: list[str] = []
+        while remaining and len(chosen) < (max_layers or len(rows)):
+            remaining = [label for label in remaining if sum(share[x] for x in chosen) + share[label] <= 1 - MIN_INTEGER]
+            if not remaining:
+                break  # leaving more float would make it a float model
+            if chosen and len(remaining) > 1:
+                remaining = self._rerank(chosen, remaining, share)
+            chosen.append(remaining.pop(0))
+            if self._fallback_step(chosen):
+                return True
+        return False
+
+    def _rerank(self, chosen: list[str], remaining: list[str], share: dict[str, float]) -> list[str]:
+        """``remaining`` ordered by the agreement each reaches when left float together with ``chosen``."""
+        scored = {}
+        for label in remaining:
+            agreement, error, _ = self.scorer.agreement(self.build(f"{', '.join(chosen)} and {label} float",
+                                                                   chosen + [label]))
+            scored[label] = (-agreement, error, share[label])
+        return sorted(remaining, key=lambda label: scored[label])
+
+    def _fallback_step(self, chosen: list[str]) -> bool:
+        """Measure ``chosen`` left float from every starting point; True when one meets the target."""
+        what = f"{len(chosen)} layer{'s' if len(chosen) > 1 else ''} float: {', '.join(chosen)}"
+        met = False
+        for prefix, build in {self.family: self.build, **self.alternatives}.items():
+            name = f"{prefix} + {what}" if prefix else what
+            c = self.scorer.measure(name, "float fallback", build(name, list(chosen)), float_layers=list(chosen))
+            self.candidates.append(c)
+            self.say(f"float fallback: {name}: {c.agreement:.2%} agreement, {c.integer_mac_share:.1%} integer MACs")
+            met = met or c.meets_target
+        return met
+
+    def result(self) -> tuple[Candidate, dict]:
+        chosen = best(self.candidates, self.target)
+        record = {"images": len(self.scorer.selection), "source": SOURCE, "target": self.target.record(),
+                  "fp32_p50_ms": round(float(np.median([c.fp32_p50_ms for c in self.candidates])), 4),
+                  "candidates": [c.record() for c in self.candidates], "chosen": chosen.name,
+                  "why": why(chosen, self.candidates, self.target)}
+        if self.sensitivity is not None:
+            record["sensitivity"] = {**self.sensitivity, "left_float": chosen.float_layers}
+        if self.skipped:
+            record["skipped"] = list(self.skipped)
+        return chosen, record
+
+
+@dataclass
+class KerasLayers:
+    """What a graph's ops are matched against: every layer's name, and the kernels of weighted ones."""
+
+    names: set[str]
+    kernels: list[tuple[str, np.ndarray]]
+
+    @classmethod
+    def of(cls, model) -> "KerasLayers":
+        names, kernels = set(), []
+        for layer in _leaf_layers(model):
+            names.add(layer.name)
+            for weight in layer.weights:
+                value = np.asarray(weight)
+                if value.ndim >= 2 and value.size >= 4:
+                    kernels.append((layer.name, value))
+        return cls(names, kernels)
+
+    def owner(self, op_name: str, kernel: np.ndarray | None = None) -> str | None:
+        """The Keras layer an op belongs to: the layer whose kernel it holds (any layout), else the layer
+        scope its converter gave it (``functional_1/<layer>_1/...``: TensorFlow adds one ``_N``)."""
+        if kernel is not None and kernel.ndim >= 2 and kernel.size >= 4:
+            for name, value in self.kernels:
+                if value.size == kernel.size and _same_values(value, kernel):
+                    return name
+        match = re.match(r"[^/;]+/([^/;]+)/", op_name)
+        if not match:
+            return None
+        scope = match.group(1)
+        for candidate in (re.sub(r"_\d+$", "", scope), scope):
+            if candidate in self.names:
+                return candidate
+        return None
+
+
+ELEMENTWISE = " (non-MAC ops)"  # suffix of the fallback unit that is a layer's ops other than its MACs
+
+
+def group_layers(entries: Iterable[tuple[str, str, str | None, int]]) -> list[Layer]:
+    """(node, op type, Keras layer or None, MACs) -> one :class:`Layer` per Keras layer, in the order
+    first seen; ops no layer owns (converter-made shape arithmetic) are left to the quantizer.
+
+    A layer that has both MAC ops and others (an LSTM's gates and cell state, an attention layer's
+    softmax, a Dense layer's GELU) is also offered as its non-MAC ops alone: leaving those float keeps
+    every multiply-accumulate integer (an int8 LSTM cell state is where a quantized LSTM loses)."""
+    grouped: dict[str, Layer] = {}
+    parts: dict[str, Layer] = {}
+    for node, op, label, macs in entries:
+        if label is None:
+            continue
+        layer = grouped.setdefault(label, Layer(label, [], op, 0))
+        layer.nodes.append(node)
+        if macs and not layer.macs:
+            layer.op = op  # a layer is named by its MAC op where it has one
+        layer.macs += macs
+        if not macs:
+            part = parts.setdefault(label, Layer(label + ELEMENTWISE, [], op, 0))
+            part.nodes.append(node)
+    found = []
+    for label, layer in grouped.items():
+        found.append(layer)
+        if layer.macs and label in parts:
+            found.append(parts[label])
+    return found
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        inner = getattr(layer, "layers", None)
+        if inner:
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+            for attr in ("forward_layer", "backward_layer", "cell"):
+                sub = getattr(layer, attr, None)
+                if sub is not None and getattr(sub, "weights", None):
+                    yield sub
+
+
+def _same_values(kernel: np.ndarray, array: np.ndarray) -> bool:
+    a = np.sort(kernel.astype(np.float32).ravel())
+    b = np.sort(array.astype(np.float32).ravel())
+    return bool(np.allclose(a, b, rtol=1e-5, atol=1e-6))
+
+
+def markdown(record: dict, fmt: str) -> str:
+    """The sensitivity report a person reads: why the model is hard, and what the search chose."""
+    lines = [f"# {fmt}: the int8 search and per-layer sensitivity", "",
+             f"Measured on {record['images']:,} {record['source']}. Target: agreement ≥ "
+             f"{record['target']['agreement']:.1%}, accuracy drop ≤ {record['target']['max_accuracy_drop'] * 100:.1f} pts.", ""]
+    sens = record.get("sensitivity")
+    if sens:
+        lines += [f"All layers int8: {sens['all_int8']['agreement']:.2%} agreement, mean |Δ| "
+                  f"{sens['all_int8']['mean_abs_diff']:.3g}.", "",
+                  "| layer | op | MAC share | agreement with only it float | gain | mean abs diff | left float |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        for row in sorted(sens["layers"], key=lambda r: -r["agreement_gain"]):
+            lines.append(f"| {row['layer']} | {row['op']} | {row['mac_share']:.1%} | {row['agreement_only_it_float']:.2%} "
+                         f"| {row['agreement_gain'] * 100:+.2f} pts | {row['mean_abs_diff_only_it_float']:.3g} "
+                         f"| {'yes' if row['layer'] in sens['left_float'] else ''} |")
+        lines.append("")
+    lines += ["## Candidates, in the order tried", "",
+              "| candidate | stage | agreement | Δacc pts | integer MACs | size vs fp32 | p50 vs fp32 | meets | worth having |",
+              "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for c in record["candidates"]:
+        delta = "" if c["accuracy_delta"] is None else f"{c['accuracy_delta'] * 100:+.2f}"
+        mark = " **(chosen)**" if c["name"] == record["chosen"] else ""
+        lines.append(f"| {c['name']}{mark} | {c['stage']} | {c['agreement']:.2%} | {delta} | {c['integer_mac_share']:.1%} "
+                     f"| {c['size_vs_fp32']:.2f}x | {c['p50_vs_fp32']:.2f}x | {'yes' if c['meets_target'] else 'no'} "
+                     f"| {'yes' if c['worth_having'] else 'no'} |")
+    lines += ["", f"Chosen: **{record['chosen']}**: {record['why']}.", ""]
+    lines += [f"Not tried: {line}." for line in record.get("skipped", [])]
+    return "\n".join(lines)
+
+
+def plot(record: dict, path: Path, title: str) -> Path:
+    """Agreement with each layer alone left float (the chosen fallback orange), against all-int8 and the target."""
+    from edgeseq import plots
+
+    sens = record["sensitivity"]
+    rows = sens["layers"]
+    return plots.bars([r["layer"] for r in rows], [r["agreement_only_it_float"] * 100 for r in rows],
+                      [r["layer"] in sens["left_float"] for r in rows],
+                      {"all int8": sens["all_int8"]["agreement"] * 100, "target": record["target"]["agreement"] * 100},
+                      path, title, "agreement with Keras (%)")

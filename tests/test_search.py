@@ -1,0 +1,174 @@
+"""The accuracy-aware int8 search: a model plain int8 breaks, the fallback it takes, the sensitivity report,
+the "not worth having" flag, and converter output rewritten into ops ONNX Runtime runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseq.formats import Format, Quant
+from edgeseq.schema import to_json
+from edgeseq.verify import verify
+from conftest import trained
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tf2onnx")
+
+
+def trapped(model, source: str, trap: str, weight: float = 400.0):
+    """Make ``trap`` impossible to quantize without changing what the model computes: unit 0 of ``source``
+    never fires (zero kernel column, negative bias, ReLU), and ``trap`` reads it with a huge weight. With
+    per-channel (or per-tensor) int8 weights, each of ``trap``'s output channels has a scale set by that
+    weight, and every real weight rounds to zero."""
+    kernel, bias = model.get_layer(source).get_weights()
+    kernel[:, 0], bias[0] = 0.0, -1.0
+    model.get_layer(source).set_weights([kernel, bias])
+    kernel, bias = model.get_layer(trap).get_weights()
+    kernel[0, :] = weight
+    model.get_layer(trap).set_weights([kernel, bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def trap_bundle(tmp_path_factory, splits):
+    from edgeseq.export.bundle import export_bundle
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28)), L.Flatten(), L.Dense(64, activation="relu", name="features"),
+                              L.Dense(64, activation="relu", name="trap"), L.Dense(10, activation="softmax", name="out")])
+    folder = tmp_path_factory.mktemp("trap")
+    trained(model, splits, folder / "clean.keras", epochs=12)
+    x = splits[0].images[:300]
+    before = np.asarray(model(x)).argmax(-1)
+    trapped(model, "features", "trap")
+    assert (np.asarray(model(x)).argmax(-1) == before).mean() > 0.9  # nearly the same function
+    path = folder / "trap.keras"
+    model.save(path)
+    result = export_bundle(path, formats=list(Format), quants=[Quant.fp32, Quant.int8], calibration_size=100,
+                           train_split=splits[0], test_split=splits[1])
+    return result
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_search_leaves_the_breaking_layer_float_and_meets_the_target(trap_bundle, small_mnist_dir, fmt):
+    artifacts = {a["id"]: a for a in to_json(trap_bundle.manifest)["artifacts"]}
+    found = artifacts[f"{fmt}-int8"]["search"]
+    standard = [c for c in found["candidates"] if c["stage"] == "standard"]
+    assert len(standard) >= 2 and all(c["agreement"] < 0.5 for c in standard)  # plain int8 is broken
+    assert all(not c["meets_target"] for c in found["candidates"] if c["stage"] != "float fallback")
+    winner = next(c for c in found["candidates"] if c["name"] == found["chosen"])
+    assert winner["stage"] == "float fallback" and winner["float_layers"] == ["trap"]
+    assert winner["meets_target"] and winner["agreement"] >= 0.995
+    assert 0.88 <= winner["integer_mac_share"] < 1.0  # trap is ~7 % of the MACs: everything else stays integer
+    assert "left float: trap" in found["why"]
+    row = next(r for r in verify(trap_bundle.bundle_dir, data_dir=small_mnist_dir)["artifacts"] if r["id"] == f"{fmt}-int8")
+    assert row["parity"]["agreement"] >= 0.99 and row["coverage"]["int8_mac_share"] >= 0.88, row
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_sensitivity_report_names_each_layer_and_the_choice(trap_bundle, fmt):
+    stem = trap_bundle.bundle_dir / f"sensitivity-{fmt}-int8"
+    report = json.loads(stem.with_suffix(".json").read_text())
+    sens = report["sensitivity"]
+    layers = {r["layer"]: r for r in sens["layers"]}
+    assert {"features", "trap"} <= set(layers)  # Keras layer names, matched by their kernels
+    whole = {name.replace(" (non-MAC ops)", "") for name in layers}  # a layer's activation/bias ops alone, too
+    assert whole <= {"flatten", "features", "trap", "out"}  # every Keras layer (onnx keeps "out" float already)
+    assert sens["all_int8"]["agreement"] < 0.5 and sens["left_float"] == ["trap"]
+    trap, features = layers["trap"], layers["features"]
+    assert trap["agreement_only_it_float"] >= 0.99 and trap["agreement_gain"] > 0.5
+    assert features["agreement_gain"] < 0.05 and features["mac_share"] > 0.8
+    assert abs(sum(r["mac_share"] for r in layers.values()) - 1) < 0.02
+    text = stem.with_suffix(".md").read_text()
+    assert "| trap | " in text and "**(chosen)**" in text and "agreement with only it float" in text
+    assert stem.with_suffix(".png").stat().st_size > 1000
+    manifest_entry = next(a for a in trap_bundle.manifest.artifacts if a.id == f"{fmt}-int8")
+    assert manifest_entry.search.files == [f"{stem.name}.json", f"{stem.name}.md", f"{stem.name}.png"]
+
+
+def _candidate(name, agreement, share, p50_ratio, size=0.3, stage="standard", delta=0.0):
+    from edgeseq.export.search import Candidate
+
+    c = Candidate(name, stage, Path(name), agreement, 0.01, delta, share, 100, size, p50_ratio, 1.0)
+    c.meets_target = agreement >= 0.995 and share >= 0.5 and delta >= -0.003
+    c.worth_having = p50_ratio <= 1.05 and size <= 0.5
+    return c
+
+
+def test_ranking_prefers_integer_then_speed_among_those_meeting_the_target():
+    from edgeseq.export.search import Target, best
+
+    t = Target()
+    fast_float = _candidate("mostly float", 0.999, 0.6, 0.5)
+    slow_int = _candidate("slow integer", 0.997, 0.99, 3.0)
+    fast_int = _candidate("fast integer", 0.996, 0.97, 0.8)
+    broken = _candidate("broken", 0.2, 1.0, 0.4)
+    assert best([fast_float, slow_int, fast_int, broken], t).name == "fast integer"
+    assert best([fast_float, slow_int, broken], t).name == "slow integer"  # the integer floor comes first
+    assert best([fast_float, broken], t).name == "mostly float"
+    # nothing meets the target: the closest that is still mostly integer, not the fastest
+    near = _candidate("near", 0.99, 0.9, 2.0)
+    all_float = _candidate("all float", 1.0, 0.0, 1.0)
+    all_float.meets_target = False
+    assert best([broken, near, all_float], t).name == "near"
+
+
+def test_an_integer_artifact_slower_than_fp32_is_flagged_by_bench_verify_and_pipeline():
+    from edgeseq.bench import flag_integer_artifacts
+    from edgeseq.parity import worth_flags
+    from edgeseq.pipeline import _verdict
+
+    assert worth_flags(0.3, 0.9) == []
+    assert worth_flags(0.3, 1.8) == ["slower than fp32: 1.80x its latency at batch 1"]
+    assert worth_flags(1.03, 1.0) == ["not 2x smaller than fp32: 1.03x its size"]
+    rows = [{"id": f"onnx-{q}", "format": "onnx", "quant": q, "bundle": "b", "bytes": size,
+             "latency": [{"batch": 1, "p50_us": us}]} for q, size, us in
+            (("fp32", 1000, 50.0), ("int8", 300, 120.0), ("dynamic", 900, 40.0))]
+    rows.append({"id": "tflite-int8", "format": "tflite", "quant": "int8", "bundle": "b", "bytes": 10,
+                 "latency": [{"batch": 1, "p50_us": 1.0}]})  # no tflite fp32 in this run: nothing to flag against
+    flag_integer_artifacts(rows)
+    flags = {r["id"]: r.get("flags") for r in rows}
+    assert flags["onnx-int8"] == ["slower than fp32: 2.40x its latency at batch 1"]
+    assert flags["onnx-dynamic"] == ["not 2x smaller than fp32: 0.90x its size"]
+    assert flags["onnx-fp32"] is None and flags["tflite-int8"] is None
+    # the pipeline never recommends a flagged artifact, even when it is the fastest that passes (onnx-dynamic)
+    onnx_rows = [r for r in rows if r["format"] == "onnx"]
+    verification = {"artifacts": [{"id": r["id"], "passed": True, "reasons": [], "bytes": r["bytes"]} for r in onnx_rows]}
+    line, passed = _verdict(verification, {"artifacts": onnx_rows})
+    assert passed and "fastest of those: onnx-fp32" in line and "not recommended" in line and "onnx-int8" in line
+
+
+def test_verify_flags_what_the_export_measured_slower(tiny_bundle):
+    from edgeseq.verify import integer_flags
+
+    _, result = tiny_bundle
+    entry = next(a for a in result.manifest.artifacts if a.id == "onnx-int8")
+    winner = entry.search.winner()
+    slow = entry.model_copy(update={"search": entry.search.model_copy(update={"candidates": [
+        winner.model_copy(update={"p50_vs_fp32": 2.5})], "chosen": winner.name})})
+    assert integer_flags(slow, 0.3) == ["slower than fp32: 2.50x its latency at batch 1 (measured at export)"]
+    assert integer_flags(slow.model_copy(update={"search": None}), 0.9) == ["not 2x smaller than fp32: 0.90x its size"]
+
+
+def test_gelu_converts_to_onnx_that_runs(tmp_path, splits):
+    """tf2onnx emits Erfc for Keras' exact GELU; ONNX Runtime has no Erfc kernel, so without the rewrite no
+    ONNX artifact of such a model loads."""
+    import onnx
+
+    from edgeseq.export import onnx as to_onnx
+    from edgeseq.runtimes import open_runner
+
+    L = keras.layers
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((28, 28)), L.Flatten(), L.Dense(32, activation="gelu"), L.Dense(10)])
+    recipe = to_onnx.convert_fp32(model, tmp_path / "gelu.onnx")
+    assert "Erfc x1 as 1 - Erf" in recipe["rewrites"]
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "gelu.onnx")).graph.node}
+    assert "Erfc" not in ops and "Erf" in ops
+    images = splits[1].images[:64]
+    outputs = open_runner(tmp_path / "gelu.onnx").run(images)
+    assert np.abs(outputs - np.asarray(model(images))).max() < 1e-4

@@ -38,8 +38,9 @@ def trap_bundle(tmp_path_factory, splits):
 
     L = keras.layers
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((28, 28)), L.Flatten(), L.Dense(64, activation="relu", name="features"),
-                              L.Dense(64, activation="relu", name="trap"), L.Dense(10, activation="softmax", name="out")])
+    model = keras.Sequential([keras.Input((28, 28)), L.Flatten(name="flatten"),  # names fixed: the report's rows
+                              L.Dense(64, activation="relu", name="features"), L.Dense(64, activation="relu", name="trap"),
+                              L.Dense(10, activation="softmax", name="out")])
     folder = tmp_path_factory.mktemp("trap")
     trained(model, splits, folder / "clean.keras", epochs=12)
     x = splits[0].images[:300]

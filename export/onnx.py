@@ -108,7 +108,8 @@ def runnable_ops(proto, model) -> dict:
             erf = f"{node.output[0]}_erf"
             position = list(graph.node).index(node)
             graph.node.remove(node)
-            graph.node.insert(position, onnx.helper.make_node("Sub", [one, erf], list(node.output), name=f"{node.name}_sub"))
+            graph.node.insert(position, onnx.helper.make_node("Sub", [one, erf], list(node.output),
+                                                              name=f"{node.name}_sub"))
             graph.node.insert(position, onnx.helper.make_node("Erf", list(node.input), [erf], name=f"{node.name}_erf"))
             count += 1
     if not count:

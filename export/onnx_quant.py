@@ -117,8 +117,9 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
     family_name = _family_of(chosen_name, families)
     family, static = families[family_name], family_name.startswith("static QDQ")
     weights = family.weights
+    quantizer = "quantize_static" if static else "quantize_dynamic"
     recipe = {"from": "fp32 onnx", "batch": "dynamic", "io": "float32",
-              "tool": f"onnxruntime.quantization.{'quantize_static' if static else 'quantize_dynamic'} {ort.__version__}",
+              "tool": f"onnxruntime.quantization.{quantizer} {ort.__version__}",
               "candidate": chosen_name, "weights": weights(chosen_name)}
     if static:
         recipe.update(format="QDQ", activations="int8 per-tensor", calibration_images=len(calibration),

@@ -280,10 +280,12 @@ class Search:
         total = max(sum(layer.macs for layer in self.layers), 1)
         rows = []
         for layer in self.layers:
-            agreement, error, delta = self.scorer.agreement(self.build(f"only {layer.label} float", [layer.label]))
+            agreement, error, _ = self.scorer.agreement(self.build(f"only {layer.label} float", [layer.label]))
             rows.append({"layer": layer.label, "op": layer.op, "mac_share": round(layer.macs / total, 4),
-                         "agreement_only_it_float": round(agreement, 5), "mean_abs_diff_only_it_float": float(f"{error:.3g}"),
-                         "agreement_gain": round(agreement - base[0], 5), "error_gain": float(f"{base[1] - error:.3g}")})
+                         "agreement_only_it_float": round(agreement, 5),
+                         "mean_abs_diff_only_it_float": float(f"{error:.3g}"),
+                         "agreement_gain": round(agreement - base[0], 5),
+                         "error_gain": float(f"{base[1] - error:.3g}")})
         self.sensitivity = {"all_int8": {"agreement": round(base[0], 5), "mean_abs_diff": float(f"{base[1]:.3g}")},
                             "layers": rows}
         return rows

@@ -34,12 +34,10 @@ def export_command(
     """Convert a Keras model to TFLite and ONNX at each quantization and write a bundle a device can use
     without TensorFlow: the artifacts, manifest.json and reference.npz.
 
-    int8 and dynamic artifacts come from an accuracy-aware search: candidates are measured on up to 2,000
-    held-out training images (never calibration or test images) for agreement with Keras, integer share,
-    size and batch-1 latency against fp32, cheapest remedy first (standard recipes, other range settings or
-    16-bit activations, then the fewest, most sensitive layers left float). Each search is written to
-    sensitivity-<artifact>.md/.json (and .png when layers were ranked). An integer artifact slower than fp32
-    or not 2x smaller is flagged, never silently recommended.
+    int8 and dynamic artifacts come from an accuracy-aware search on 2,000 held-out training images (never
+    test images): standard recipes, other ranges or 16-bit activations, then the most sensitive layers left
+    float, each scored on agreement, integer share, size and latency against fp32; see the bundle's
+    sensitivity-<artifact>.md. Integer artifacts slower than fp32 or not 2x smaller are flagged.
 
     Each conversion runs in a separate process: one that crashes is reported failed and the others go on.
     The bundle is built beside --out and swapped in whole at the end, so an interrupted export leaves the

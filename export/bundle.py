@@ -25,6 +25,7 @@ from edgeseq.export import search
 from edgeseq.fingerprint import package_versions
 from edgeseq.formats import EXTENSIONS, Format, Quant, artifact_id
 from edgeseq.outputs import writable
+from edgeseq.parity import worth_flags
 from edgeseq.runtimes import open_runner
 from edgeseq.schema import Artifact, Manifest, validated, write_document
 from edgeseq.training.models import as_float32, card_for, describe, load_model, resolve_model_path
@@ -313,7 +314,7 @@ def _entry(outcome, model, time_steps: int | None) -> dict:
     if found:
         entry["search"] = found
         winner = next(c for c in found["candidates"] if c["name"] == found["chosen"])
-        entry["flags"] = search.worth(winner["size_vs_fp32"], winner["p50_vs_fp32"])
+        entry["flags"] = worth_flags(winner["size_vs_fp32"], winner["p50_vs_fp32"])
     try:
         runner = open_runner(path)
         entry.update(runner.tensors())

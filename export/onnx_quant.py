@@ -78,8 +78,7 @@ class _Family:
 
 
 def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
-            selection: search.Selection | None, baseline: Path | None = None, keras=None,
-            progress=None) -> dict:
+            selection: search.Selection | None, baseline: Path | None = None, keras=None) -> dict:
     """Write the dynamic or int8 artifact of ``fp32_path``; returns its recipe (with the search record).
 
     baseline: the fp32 artifact the result is timed and sized against (the bundle's own, when the
@@ -111,7 +110,7 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
         else:
             target = search.Target(agreement=search.TARGET_AGREEMENT if quant is Quant.int8 else 0.999)
             scorer = search.Scorer(selection, baseline or fp32_path, lambda p: onnx_coverage(p, time_steps), target)
-            chosen_name, chosen_path, record = _search(families, scorer, quant, progress)
+            chosen_name, chosen_path, record = _search(families, scorer)
         with atomic_path(out_path) as tmp_out:
             tmp_out.write_bytes(Path(chosen_path).read_bytes())
     family_name = _family_of(chosen_name, families)
@@ -138,13 +137,13 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
     return recipe
 
 
-def _search(families: dict[str, _Family], scorer: search.Scorer, quant: Quant, progress) -> tuple[str, Path, dict]:
+def _search(families: dict[str, _Family], scorer: search.Scorer) -> tuple[str, Path, dict]:
     """Stage 1 standard candidates, stage 2 other ranges (static), stage 3 float fallback."""
     built: dict[str, Path] = {}
     for name, family in families.items():
         for suffix, options in family.variants.items():
             built[f"{name}{suffix}"] = family.build(f"{name}{suffix}", [], **options)
-    runner = search.Search(scorer, build=lambda n, layers: Path(), layers=[], on_progress=progress)
+    runner = search.Search(scorer)
     done = runner.stage("standard", built)
     if not done and "static QDQ" in families:
         leader = search.best([c for c in runner.candidates if c.name.startswith("static QDQ")], scorer.target)

@@ -27,6 +27,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from edgeseq.parity import worth_flags
+
 TARGET_AGREEMENT = 0.995
 MAX_ACCURACY_DROP = 0.003  # a fraction: 0.3 percentage points
 INTEGER_FLOOR = 0.90
@@ -122,13 +124,6 @@ class Candidate:
                 "meets_target": self.meets_target, "worth_having": self.worth_having}
 
 
-def worth(size_vs_fp32: float, p50_vs_fp32: float | None) -> list[str]:
-    """Why an integer artifact is not worth having over fp32 (empty when it is)."""
-    from edgeseq.parity import worth_flags
-
-    return worth_flags(size_vs_fp32, p50_vs_fp32)
-
-
 class Scorer:
     """Measures candidates of one format against its fp32 artifact on a :class:`Selection`."""
 
@@ -180,7 +175,7 @@ class Scorer:
         candidate = Candidate(name, stage, path, agreement, error, delta, float(coverage.get("int8_mac_share", 0.0)),
                               size, size / self.fp32_bytes, p50, fp32_p50, list(float_layers))
         candidate.meets_target = self.meets(candidate)
-        candidate.worth_having = not worth(candidate.size_vs_fp32, candidate.p50_vs_fp32)
+        candidate.worth_having = not worth_flags(candidate.size_vs_fp32, candidate.p50_vs_fp32)
         return candidate
 
     def meets(self, c: Candidate) -> bool:
@@ -221,7 +216,7 @@ def why(chosen: Candidate, candidates: list[Candidate], target: Target) -> str:
                      f"speed ({chosen.p50_vs_fp32:.2f}x fp32) and size ({chosen.size_vs_fp32:.2f}x)")
     if chosen.float_layers:
         parts.append(f"left float: {', '.join(chosen.float_layers)}")
-    flags = worth(chosen.size_vs_fp32, chosen.p50_vs_fp32)
+    flags = worth_flags(chosen.size_vs_fp32, chosen.p50_vs_fp32)
     if flags:
         parts.append("not worth having over fp32: " + "; ".join(flags))
     return "; ".join(parts)
@@ -246,11 +241,10 @@ class Search:
     """One format's int8 search: candidates measured as they are built, stage by stage."""
 
     scorer: Scorer
-    build: Build  # the fallback family: the standard recipe with the named layers left float
-    layers: list[Layer]
+    build: Build | None = None  # set before the fallback: its starting recipe with the named layers left float
+    layers: list[Layer] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
     sensitivity: dict | None = None
-    on_progress: Callable[[str], None] | None = None
     family: str = ""  # the candidate the fallback starts from: its name prefixes the fallback's names
     # Other starting points that get the same float layers at each fallback step (name prefix -> build):
     # which is best around a float layer differs (e.g. a float layer can stop a runtime's fusion).
@@ -261,17 +255,10 @@ class Search:
     def target(self) -> Target:
         return self.scorer.target
 
-    def say(self, line: str) -> None:
-        if self.on_progress:
-            self.on_progress(line)
-
     def stage(self, stage: str, built: dict[str, Path]) -> bool:
         """Measure a stage's candidates; True when one of them meets the target."""
         for name, path in built.items():
             self.candidates.append(self.scorer.measure(name, stage, path))
-            c = self.candidates[-1]
-            self.say(f"{stage}: {name}: {c.agreement:.2%} agreement, {c.integer_mac_share:.1%} integer MACs, "
-                     f"{c.p50_vs_fp32:.2f}x fp32 latency")
         return any(c.meets_target for c in self.candidates if c.stage == stage)
 
     def measure_sensitivity(self) -> list[dict]:
@@ -329,7 +316,6 @@ class Search:
             name = f"{prefix} + {what}" if prefix else what
             c = self.scorer.measure(name, "float fallback", build(name, list(chosen)), float_layers=list(chosen))
             self.candidates.append(c)
-            self.say(f"float fallback: {name}: {c.agreement:.2%} agreement, {c.integer_mac_share:.1%} integer MACs")
             met = met or c.meets_target
         return met
 

@@ -168,8 +168,7 @@ class _Run:
     def search(self, selection, fp32: bytes, standard: dict[str, Path], sixteen) -> tuple[str, Path, dict]:
         from edgeseq.export.coverage import tflite_coverage
 
-        runner = search.Search(search.Scorer(selection, self.write(fp32), tflite_coverage),
-                               build=lambda n, layers: Path(), layers=[])
+        runner = search.Search(search.Scorer(selection, self.write(fp32), tflite_coverage))
         done = runner.stage("standard", standard)
         if not done and sixteen is not None:
             done = self._sixteen(runner, sixteen)

@@ -74,3 +74,35 @@ def test_same_seed_same_weights_on_cpu(tmp_path, mnist_dir):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, c) for a, c in zip(weights[0], weights[2])), "a different seed gave the same weights"
     assert runs[0].card["metrics"]["test"] == runs[1].card["metrics"]["test"]
+
+
+def test_steps_per_execution_changes_speed_not_weights(tmp_path, mnist_dir):
+    """Several steps per call into the backend run the same steps on the same batches: the same model."""
+    from edgeseq.data import load_split
+    from edgeseq.training.train import train
+
+    train_split, test_split = load_split("train", mnist_dir).head(1000), load_split("test", mnist_dir).head(100)
+    runs = [train("mlp", out_dir=tmp_path / f"spe{spe}", epochs=2, seed=3, steps_per_execution=spe,
+                  train_split=train_split, test_split=test_split, progress=False) for spe in (1, None)]
+    feeds = [r.card["training"]["feed"] for r in runs]
+    assert feeds[0]["steps_per_execution"] == 1
+    assert feeds[1]["steps_per_execution"] == 8  # the default 32, capped at one epoch: ceil(900 / 128)
+    assert feeds[1]["batch_size"] == 128 and "prefetch" in feeds[1]["pipeline"]  # the test session is on TensorFlow
+    weights = [keras.saving.load_model(r.run_dir / "model.keras").get_weights() for r in runs]
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0].card["training"]["final"] == runs[1].card["training"]["final"]
+
+
+def test_feed_plan_limits():
+    from edgeseq.errors import InvalidValueError
+    from edgeseq.training.feed import STEPS_PER_EXECUTION, plan
+
+    assert plan("jax", 64, 48_000).steps_per_execution == STEPS_PER_EXECUTION
+    assert plan("tensorflow", 64, 100).steps_per_execution == 2  # never past one epoch
+    assert plan("tensorflow", 64, 48_000, 5).steps_per_execution == 5
+    assert plan("torch", 64, 48_000).steps_per_execution == 1  # Keras' torch trainer takes nothing else
+    with pytest.raises(InvalidValueError, match="PyTorch trainer runs one step per execution, not 8"):
+        plan("torch", 64, 48_000, 8)
+    with pytest.raises(InvalidValueError, match="at least 1, got 0"):
+        plan("jax", 64, 48_000, 0)

@@ -9,6 +9,7 @@ import numpy as np
 
 from edgeseq import atomic, labels, metrics, plots
 from edgeseq.data import Split, adapt_images, load_split
+from edgeseq.lazy import keras as _keras
 from edgeseq.training.models import describe, load_model
 
 GRID_SIZE = 32  # examples per grid image
@@ -18,7 +19,8 @@ SAMPLE_ROWS = 20  # rows of the seq2seq sample table
 def predict(model, images: np.ndarray, input_shape: tuple, batch_size: int = 1000) -> np.ndarray:
     """Model outputs for (N, 28, 28) float32 images, in batches, as float32 numpy."""
     x = adapt_images(images, input_shape)
-    outputs = [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    to_numpy = _keras().ops.convert_to_numpy  # a torch tensor that requires grad refuses np.asarray
+    outputs = [to_numpy(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
     return np.concatenate(outputs).astype(np.float32)
 
 

@@ -22,7 +22,7 @@ from edgeseq.data import Split, is_canonical, load_split, locate, sha256_file
 from edgeseq.fingerprint import cpu_name, package_versions
 from edgeseq.metrics import score_outputs
 from edgeseq.lazy import keras as _keras, require
-from edgeseq.training import distribute as distribute_module, zoo
+from edgeseq.training import distribute as distribute_module, feed as feeds, zoo
 from edgeseq.training.evaluate import headline, predict
 from edgeseq.training.models import MODEL_NAME
 
@@ -98,6 +98,7 @@ def train(
     progress: bool = True,
     on_epoch=None,
     distribute: bool = False,
+    steps_per_execution: int | None = None,
     train_split: Split | None = None,
     test_split: Split | None = None,
 ) -> TrainResult:
@@ -106,7 +107,8 @@ def train(
     ``limit`` keeps the first N training images (quick runs); the card's test metrics always use the
     whole test split. ``train_split``/``test_split`` skip loading MNIST (tests, notebooks).
     ``distribute`` trains data-parallel over every visible device (:mod:`edgeseq.training.distribute`),
-    keeping the recipe's batch size as the global batch.
+    keeping the recipe's batch size as the global batch. ``steps_per_execution`` is how many training
+    steps run per call into the backend (:mod:`edgeseq.training.feed`; default 32, the same weights).
     """
     entry = zoo.get(name)
     recipe = entry.recipe.with_overrides(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -124,7 +126,8 @@ def train(
     y = zoo.targets(entry.task, train_data.labels)  # (N,) digits or (N, 5) character ids
     val_split = recipe.val_split if int(len(x) * recipe.val_split) >= 1 else 0.0
     fit_data, split, dropped = _fit_data(x, y, val_split, plan)
-    _compile(keras, model, recipe, split[0])
+    feed = feeds.plan(device["backend"], recipe.batch_size, split[0], steps_per_execution)
+    _compile(keras, model, recipe, split[0], feed.steps_per_execution)
 
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +152,7 @@ def train(
     card = make_card(entry, recipe, model, seed=seed, limit=limit, policy=policy, device=device,
                      test_metrics=test_metrics, test_examples=len(test_data), history=history,
                      seconds=seconds, split=split, source=source,
-                     model_file=run_dir / MODEL_NAME, tensorboard=tensorboard)
+                     model_file=run_dir / MODEL_NAME, tensorboard=tensorboard, feed=feed.describe())
     files.append(write_document(run_dir / cards.CARD_NAME, validated(Card, card)))
     if tensorboard:
         files.append(run_dir / "tensorboard")
@@ -168,14 +171,15 @@ def _build(keras, entry, mixed_precision: bool, device: dict):
         keras.config.set_dtype_policy("float32")
 
 
-def _compile(keras, model, recipe, train_images: int) -> None:
+def _compile(keras, model, recipe, train_images: int, steps_per_execution: int = 1) -> None:
     """The recipe's optimizer (cosine-decayed over every step of the run when asked) and loss."""
     learning_rate = recipe.learning_rate
     if recipe.schedule == "cosine":
         steps = math.ceil(train_images / recipe.batch_size) * recipe.epochs
         learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=steps, alpha=0.01)
     optimizer = getattr(keras.optimizers, _OPTIMIZERS[recipe.optimizer])(learning_rate=learning_rate)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
 
 
 def _callbacks(keras, run_dir: Path, on_epoch, train_images: int):
@@ -208,7 +212,8 @@ def _fit_data(x, y, val_split: float, plan) -> tuple[dict, tuple[int, int], int]
 
 
 def make_card(entry, recipe, model, *, seed, limit, policy, device, test_metrics, test_examples, history,
-              seconds, split: tuple[int, int], source, model_file: Path, tensorboard: bool) -> dict:
+              seconds, split: tuple[int, int], source, model_file: Path, tensorboard: bool,
+              feed: dict | None = None) -> dict:
     """The model card of a freshly trained zoo model (schema in :mod:`edgeseq.card`)."""
     n_train, n_val = split
     metric, target = entry.seed_metric, entry.seed_target
@@ -238,6 +243,7 @@ def make_card(entry, recipe, model, *, seed, limit, policy, device, test_metrics
             "validation_images": n_val,
             "final": final,
             "device": device,
+            **({"feed": feed} if feed else {}),
             "tensorboard": "tensorboard/" if tensorboard else None,
         },
         "data": {**source.describe(), "canonical_mnist": is_canonical(source)} if source else {"kind": "in-memory"},

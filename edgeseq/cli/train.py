@@ -31,6 +31,9 @@ def train_command(
     distribute: Annotated[bool, typer.Option("--distribute", help="Data-parallel over every visible device "
                                              "(JAX backend: KERAS_BACKEND=jax); the recipe's batch size stays "
                                              "the global batch.")] = False,
+    steps_per_execution: Annotated[Optional[int], typer.Option(min=1, help="Training steps per call into the "
+                                                               "backend (default 32, at most one epoch; PyTorch: 1). "
+                                                               "Fewer round trips through Python: faster, the same weights.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -50,6 +53,7 @@ def train_command(
             result = train(name, out_dir=out, epochs=epochs, batch_size=batch_size, learning_rate=lr,
                            schedule=schedule.value if schedule else None, seed=seed, limit=limit,
                            mixed_precision=mixed_precision, data_dir=data_dir, progress=False, distribute=distribute,
+                           steps_per_execution=steps_per_execution,
                            on_epoch=lambda logs, seconds, rate: shown.advance(_epoch_line(logs, rate)))
     card = result.card
     if as_json:

@@ -165,6 +165,29 @@ def time_step(step: Callable, warmup: int, runs: int, seconds: float | None) -> 
     return np.asarray(collected, dtype=np.int64)
 
 
+def side_by_side(steps: list[Callable], rounds: int = 7, round_seconds: float = 0.05, warmup: int = 3) -> list[np.ndarray]:
+    """ns per call of each step, timed in rounds that alternate between them (each round about
+    ``round_seconds`` per step), so that a slow spell of the machine hits every step alike: for ratios
+    measured in one run, not absolute times."""
+    clock = time.perf_counter_ns
+    per_call = []
+    for step in steps:
+        for _ in range(warmup):
+            step()
+        start = clock()
+        step()
+        per_call.append(max(clock() - start, 1))
+    runs = [max(3, min(500, int(round_seconds * 1e9 / ns))) for ns in per_call]
+    samples: list[list[int]] = [[] for _ in steps]
+    for _ in range(rounds):
+        for step, n, times in zip(steps, runs, samples):
+            for _ in range(n):
+                start = clock()
+                step()
+                times.append(clock() - start)
+    return [np.asarray(times, dtype=np.int64) for times in samples]
+
+
 def cold_start(target: Target, config: BenchConfig) -> dict:
     """Import + load + first inference, and peak memory, measured in a fresh process."""
     args = [sys.executable, "-m", "edgeseq.coldstart", str(target.path), str(config.threads or ""),
@@ -222,23 +245,43 @@ def bench(paths: list[str | Path], config: BenchConfig | None = None, *, data_di
                 on_progress(target.id, index + 1, len(targets))
     except KeyboardInterrupt:
         report["interrupted"] = True
-    flag_integer_artifacts(report["artifacts"])
+    try:
+        if not report["interrupted"]:
+            flag_integer_artifacts(report["artifacts"], config)
+    except KeyboardInterrupt:
+        report["interrupted"] = True
     return report
 
 
-def flag_integer_artifacts(rows: list[dict]) -> None:
-    """Flag each int8/dynamic row slower at batch 1 than its bundle's fp32 artifact of the same format, as
-    timed in this run, or not 2x smaller (``flags``; the verdict stays the caller's)."""
+def flag_integer_artifacts(rows: list[dict], config: BenchConfig | None = None) -> None:
+    """Flag each int8/dynamic row slower at batch 1 than its bundle's fp32 artifact of the same format, or
+    not 2x smaller (``flags``; the verdict stays the caller's). The two are timed again side by side
+    (:func:`side_by_side`, recorded as ``vs_fp32``): latencies measured one artifact after the other can
+    differ by more than the int8 gain when the machine changes speed between them."""
     from edgeseq.parity import worth_flags
 
+    config = config or BenchConfig()
     fp32 = {(r.get("bundle"), r["format"]): r for r in rows if r.get("quant") == "fp32" and "error" not in r}
     for row in rows:
         base = fp32.get((row.get("bundle"), row["format"]))
         if row.get("quant") not in ("int8", "dynamic") or base is None or "error" in row:
             continue
-        ours, theirs = p50(row), p50(base)
-        row["flags"] = worth_flags(row["bytes"] / base["bytes"] if base["bytes"] else None,
-                                   ours / theirs if ours and theirs else None)
+        row["vs_fp32"] = _vs_fp32(row, base, config)
+        ratio = row["vs_fp32"].get("p50_ratio")
+        row["flags"] = worth_flags(row["bytes"] / base["bytes"] if base["bytes"] else None, ratio)
+
+
+def _vs_fp32(row: dict, base: dict, config: BenchConfig) -> dict:
+    """Batch-1 p50 of ``row`` against ``base``, timed side by side (the sequential p50s when that fails)."""
+    try:
+        runners = [open_runner(Path(r["file"]), threads=config.threads, provider=config.provider) for r in (row, base)]
+        x = np.random.default_rng(0).random((1, *runners[0].input_shape), dtype=np.float32)
+        ours, theirs = (float(np.median(ns)) / 1e3 for ns in side_by_side([r.stepper(x) for r in runners]))
+        method = "side by side"
+    except (EdgeseqError, ValueError, OSError) as exc:
+        ours, theirs, method = p50(row), p50(base), f"one after the other (side by side failed: {exc})"
+    return {"fp32": base["id"], "method": method, "p50_us": ours, "fp32_p50_us": theirs,
+            "p50_ratio": round(ours / theirs, 4) if ours and theirs else None}
 
 
 def _bench_one(target: Target, config: BenchConfig, data_dir, cache: dict) -> dict:

@@ -148,7 +148,11 @@ def _verdict(verification: dict, benched: dict) -> tuple[str, bool]:
     latency = _p50(benched)
     keras_us = latency.get("keras")
     line = f"{len(passing)} of {len(rows)} artifacts compute what the original computes (within thresholds)"
-    flagged = {r["id"] for r in benched["artifacts"] if r.get("flags")} | {r["id"] for r in rows if r.get("flags")}
+    # bench timed each integer artifact beside its fp32 just now, with more rounds than the export's
+    # search could spend on each candidate (vs_fp32): its flags replace the ones verify read from the export
+    timed = {r["id"] for r in benched["artifacts"] if r.get("vs_fp32")}
+    flagged = {r["id"] for r in benched["artifacts"] if r.get("flags")}
+    flagged |= {r["id"] for r in rows if r.get("flags") and r["id"] not in timed}
     worth = [r for r in passing if r["id"] not in flagged]  # never recommend an int8 slower or not smaller than fp32
     if worth:
         fastest = min(worth, key=lambda r: latency.get(r["id"]) or float("inf"))

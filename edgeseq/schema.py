@@ -446,6 +446,7 @@ class BenchRow(Part):
     latency: List[Latency] = []
     cold_start: Optional[JsonObject] = None  # edgeseq/coldstart.py, or {"error": ...}
     accuracy: Optional[JsonObject] = None  # evaluated_on, examples, agreement, accuracy, or {"error": ...}
+    vs_fp32: Optional[JsonObject] = None  # int8/dynamic: p50 against the bundle's fp32, timed side by side
     flags: List[str] = []  # an int8/dynamic artifact slower than its bundle's fp32 one in this run, or not 2x smaller
 
     def p50(self, batch: int = 1) -> Optional[float]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -34,6 +33,7 @@ MAX_ACCURACY_DROP = 0.003  # a fraction: 0.3 percentage points
 INTEGER_FLOOR = 0.90
 MARGIN_SE = 1.0  # agreement must clear the target by this many standard errors (see Scorer.meets)
 MIN_INTEGER = 0.5  # below this share of integer MACs a candidate is a float model, whatever its agreement
+TOO_SLOW = 2.0  # a candidate more than this many times fp32's latency meets the target but ends no stage
 SOURCE = "held-out training images (not calibration, not test)"
 
 
@@ -128,9 +128,9 @@ class Scorer:
     """Measures candidates of one format against its fp32 artifact on a :class:`Selection`."""
 
     def __init__(self, selection: Selection, fp32_path: Path, coverage: Callable[[Path], dict],
-                 target: Target = Target(), timing_rounds: int = 5, runs_per_round: int = 20):
+                 target: Target = Target(), timing_rounds: int = 5, round_seconds: float = 0.005):
         self.selection, self.fp32_path, self.coverage, self.target = selection, Path(fp32_path), coverage, target
-        self.rounds, self.runs = timing_rounds, runs_per_round
+        self.rounds, self.round_seconds = timing_rounds, round_seconds
         self.fp32_bytes = self.fp32_path.stat().st_size
         self.keras_top1 = _top1(selection.outputs)
         self.keras_accuracy = (_accuracy(self.keras_top1, selection.labels)
@@ -151,21 +151,13 @@ class Scorer:
 
     def latency(self, path: Path) -> tuple[float, float]:
         """(p50 ms of ``path``, p50 ms of fp32) at batch 1, one thread, rounds alternating between them."""
+        from edgeseq.bench import side_by_side
         from edgeseq.runtimes import open_runner
 
         x = self.selection.images[:1]
         steps = [open_runner(p, threads=1).stepper(x) for p in (path, self.fp32_path)]
-        samples: list[list[float]] = [[], []]
-        for step in steps:  # warm up both
-            for _ in range(3):
-                step()
-        for _ in range(self.rounds):
-            for step, times in zip(steps, samples):
-                for _ in range(self.runs):
-                    start = time.perf_counter()
-                    step()
-                    times.append(time.perf_counter() - start)
-        return float(np.median(samples[0]) * 1e3), float(np.median(samples[1]) * 1e3)
+        ours, fp32 = side_by_side(steps, rounds=self.rounds, round_seconds=self.round_seconds)
+        return float(np.median(ours) / 1e6), float(np.median(fp32) / 1e6)
 
     def measure(self, name: str, stage: str, path: Path, float_layers: Iterable[str] = ()) -> Candidate:
         agreement, error, delta = self.agreement(path)
@@ -189,26 +181,46 @@ class Scorer:
         return lower >= self.target.agreement and drop_ok and c.integer_mac_share >= MIN_INTEGER
 
 
-def rank(c: Candidate, target: Target) -> tuple:
-    """Sort key, best last. Among candidates meeting the target: the integer floor, worth having, integer
-    share, speed, then fit. Among the others (nothing met it): the closest to it, still mostly integer."""
+def acceptable(c: Candidate) -> bool:
+    """Meets the target at a speed a device user would take: at most :data:`TOO_SLOW` times fp32's latency
+    (a 16x8 TFLite graph came closest to the target at 43x and 66x fp32's latency on two models of
+    benchmarks/int8_robustness.py, which then kept it). The search goes on to its next stage until a candidate is acceptable."""
+    return c.meets_target and c.p50_vs_fp32 <= TOO_SLOW
+
+
+def rank(c: Candidate, target: Target, slow_limit: float = TOO_SLOW) -> tuple:
+    """Sort key, best last. Among candidates meeting the target: no slower than ``slow_limit`` times fp32,
+    the integer floor, worth having, integer share, speed, then fit. Among the others (nothing met it): no
+    slower than the limit either, then the closest to the target, still mostly integer."""
+    quick = c.p50_vs_fp32 <= slow_limit
     if c.meets_target:
-        return (2, c.integer_mac_share >= target.integer_mac_share, c.worth_having, round(c.integer_mac_share, 2),
-                -round(c.p50_vs_fp32, 1), round(c.agreement, 3), -c.mean_abs_diff)
-    return (0, c.integer_mac_share >= MIN_INTEGER, c.integer_mac_share >= target.integer_mac_share,
+        return (2, quick, c.integer_mac_share >= target.integer_mac_share, c.worth_having,
+                round(c.integer_mac_share, 2), -round(c.p50_vs_fp32, 1), round(c.agreement, 3), -c.mean_abs_diff)
+    return (0, quick, c.integer_mac_share >= MIN_INTEGER, c.integer_mac_share >= target.integer_mac_share,
             round(c.agreement, 3), round(c.integer_mac_share, 2), -c.mean_abs_diff, c.worth_having)
 
 
 def best(candidates: list[Candidate], target: Target) -> Candidate:
-    return max(candidates, key=lambda c: rank(c, target))
+    """The winner by :func:`rank`. The speed limit is :data:`TOO_SLOW` times fp32, or that many times the
+    fastest candidate where every one is slower than fp32 (a CPU whose int8 convolutions are slower than
+    its float ones), so a 40x-slower graph never wins on a fraction of a point of agreement."""
+    limit = speed_limit(candidates)
+    return max(candidates, key=lambda c: rank(c, target, limit))
+
+
+def speed_limit(candidates: list[Candidate]) -> float:
+    return TOO_SLOW * max(1.0, min(c.p50_vs_fp32 for c in candidates))
 
 
 def why(chosen: Candidate, candidates: list[Candidate], target: Target) -> str:
     """One sentence: why ``chosen`` won, or why nothing met the target."""
     if not chosen.meets_target:
+        limit = speed_limit(candidates)
+        slower = sum(c.p50_vs_fp32 > limit for c in candidates)
+        within = f" within {limit:.1f}x fp32's latency ({slower} slower left out)" if slower and chosen.p50_vs_fp32 <= limit else ""
         return (f"no candidate reached {target.agreement:.1%} agreement with at most "
-                f"{target.max_accuracy_drop * 100:.1f} pts accuracy drop; kept the closest: {chosen.name} "
-                f"({chosen.agreement:.2%})")
+                f"{target.max_accuracy_drop * 100:.1f} pts accuracy drop; kept the closest{within}: "
+                f"{chosen.name} ({chosen.agreement:.2%})")
     meeting = [c for c in candidates if c.meets_target]
     parts = [f"meets the target ({chosen.agreement:.2%} agreement)"]
     if len(meeting) > 1:
@@ -256,10 +268,10 @@ class Search:
         return self.scorer.target
 
     def stage(self, stage: str, built: dict[str, Path]) -> bool:
-        """Measure a stage's candidates; True when one of them meets the target."""
+        """Measure a stage's candidates; True when one of them is :func:`acceptable`."""
         for name, path in built.items():
             self.candidates.append(self.scorer.measure(name, stage, path))
-        return any(c.meets_target for c in self.candidates if c.stage == stage)
+        return any(acceptable(c) for c in self.candidates if c.stage == stage)
 
     def measure_sensitivity(self) -> list[dict]:
         """Per layer: agreement and output error with only that layer left float, against all-int8."""
@@ -309,14 +321,14 @@ class Search:
         return sorted(remaining, key=lambda label: scored[label])
 
     def _fallback_step(self, chosen: list[str]) -> bool:
-        """Measure ``chosen`` left float from every starting point; True when one meets the target."""
+        """Measure ``chosen`` left float from every starting point; True when one is :func:`acceptable`."""
         what = f"{len(chosen)} layer{'s' if len(chosen) > 1 else ''} float: {', '.join(chosen)}"
         met = False
         for prefix, build in {self.family: self.build, **self.alternatives}.items():
             name = f"{prefix} + {what}" if prefix else what
             c = self.scorer.measure(name, "float fallback", build(name, list(chosen)), float_layers=list(chosen))
             self.candidates.append(c)
-            met = met or c.meets_target
+            met = met or acceptable(c)
         return met
 
     def result(self) -> tuple[Candidate, dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import venv
 
 import numpy as np
@@ -45,6 +46,12 @@ def test_bench_report_covers_every_runtime(tiny_bundle, small_mnist_dir):
     _check_latency(rows["onnx-fp32"]["latency"][1], batch=4)
     assert rows["onnx-int8"]["runtime"]["node_providers"].get("CPUExecutionProvider", 0) > 0
     assert rows["keras"]["runtime"]["runtime"].startswith("keras") and rows["keras"]["accuracy"]["agreement"] == 1.0
+    for fmt in ("tflite", "onnx"):  # integer artifacts timed again beside their fp32, in this run
+        for quant in ("int8", "dynamic"):
+            against = rows[f"{fmt}-{quant}"]["vs_fp32"]
+            assert against["fp32"] == f"{fmt}-fp32" and against["method"] == "side by side"
+            assert against["p50_ratio"] == round(against["p50_us"] / against["fp32_p50_us"], 4) > 0
+    assert "vs_fp32" not in rows["onnx-fp16"] and "vs_fp32" not in rows["keras"]
     cold = rows["onnx-fp32"]["cold_start"]
     assert cold["load_and_first_inference_ms"] > 0 and cold["peak_rss_mb"] >= cold["rss_before_load_mb"] > 0
     for key in ("cpu", "cpu_count", "os", "python", "governor", "temperatures_c", "pi_throttled", "jetson_power_mode"):
@@ -134,6 +141,28 @@ def test_fingerprint_without_and_with_pi_tools(tmp_path, monkeypatch):
                                     "since_boot": ["under-voltage", "throttled"]}
     assert info["jetson_power_mode"] == "MAXN"
     assert any(w.startswith("Raspberry Pi reports under-voltage, throttled (now") for w in fingerprint.warnings(info))
+
+
+def test_side_by_side_timing_shares_a_slow_spell():
+    """A machine that slows down 3x for a stretch: timed one after the other, two equal steps differ ~3x;
+    timed in alternating rounds, both see the spell alike and their medians stay equal."""
+    calls = {"n": 0, "spell": range(0)}
+
+    def spin(us: float):
+        def step():
+            calls["n"] += 1
+            end = time.perf_counter() + (3.0 if calls["n"] in calls["spell"] else 1.0) * us / 1e6
+            while time.perf_counter() < end:
+                pass
+        return step
+
+    calls["spell"] = range(101, 201)  # exactly the second step's calls
+    one, other = (bench.time_step(spin(200), warmup=0, runs=100, seconds=None) for _ in range(2))
+    assert np.median(other) / np.median(one) > 2
+    calls.update(n=0, spell=range(150, 250))  # a quarter of the calls, in the middle
+    a, b = bench.side_by_side([spin(200), spin(200)], rounds=10, round_seconds=0.004, warmup=0)
+    assert len(a) == len(b) >= 10 * 3
+    assert 0.8 < float(np.median(a) / np.median(b)) < 1.25
 
 
 def test_latency_stats_and_budget():

@@ -101,7 +101,7 @@ def _candidate(name, agreement, share, p50_ratio, size=0.3, stage="standard", de
 
 
 def test_ranking_prefers_integer_then_speed_among_those_meeting_the_target():
-    from edgeseq.export.search import Target, best
+    from edgeseq.export.search import Target, acceptable, best
 
     t = Target()
     fast_float = _candidate("mostly float", 0.999, 0.6, 0.5)
@@ -109,13 +109,25 @@ def test_ranking_prefers_integer_then_speed_among_those_meeting_the_target():
     fast_int = _candidate("fast integer", 0.996, 0.97, 0.8)
     broken = _candidate("broken", 0.2, 1.0, 0.4)
     assert best([fast_float, slow_int, fast_int, broken], t).name == "fast integer"
-    assert best([fast_float, slow_int, broken], t).name == "slow integer"  # the integer floor comes first
+    slower_int = _candidate("slower integer", 0.997, 0.99, 1.6)
+    assert best([fast_float, slower_int, broken], t).name == "slower integer"  # the integer floor comes first
+    # ... but not past TOO_SLOW: a 3x slower integer graph loses to a mostly float one 2x faster than fp32
+    assert best([fast_float, slow_int, broken], t).name == "mostly float"
+    assert best([slow_int, broken], t).name == "slow integer"  # still better than one that misses
     assert best([fast_float, broken], t).name == "mostly float"
     # nothing meets the target: the closest that is still mostly integer, not the fastest
     near = _candidate("near", 0.99, 0.9, 2.0)
     all_float = _candidate("all float", 1.0, 0.0, 1.0)
     all_float.meets_target = False
     assert best([broken, near, all_float], t).name == "near"
+    assert [acceptable(c) for c in (fast_float, slower_int, slow_int, broken)] == [True, True, False, False]
+    # a CPU whose int8 is slower than fp32 throughout: the limit is relative to the fastest candidate, and a
+    # 46x slower 16-bit graph does not win on half a point of agreement over a 2.6x slower int8 one
+    int16 = _candidate("16x8", 0.994, 1.0, 46.0)
+    int8 = _candidate("int8", 0.985, 1.0, 2.6)
+    for c in (int16, int8):
+        c.meets_target = False
+    assert best([int16, int8], t).name == "int8" and best([int16], t).name == "16x8"
 
 
 def test_an_integer_artifact_slower_than_fp32_is_flagged_by_bench_verify_and_pipeline():
@@ -126,21 +138,30 @@ def test_an_integer_artifact_slower_than_fp32_is_flagged_by_bench_verify_and_pip
     assert worth_flags(0.3, 0.9) == []
     assert worth_flags(0.3, 1.8) == ["slower than fp32: 1.80x its latency at batch 1"]
     assert worth_flags(1.03, 1.0) == ["not 2x smaller than fp32: 1.03x its size"]
-    rows = [{"id": f"onnx-{q}", "format": "onnx", "quant": q, "bundle": "b", "bytes": size,
+    rows = [{"id": f"onnx-{q}", "file": f"/nonexistent/{q}.onnx", "format": "onnx", "quant": q, "bundle": "b", "bytes": size,
              "latency": [{"batch": 1, "p50_us": us}]} for q, size, us in
             (("fp32", 1000, 50.0), ("int8", 300, 120.0), ("dynamic", 900, 40.0))]
-    rows.append({"id": "tflite-int8", "format": "tflite", "quant": "int8", "bundle": "b", "bytes": 10,
+    rows.append({"id": "tflite-int8", "file": "/nonexistent/int8.tflite", "format": "tflite", "quant": "int8", "bundle": "b", "bytes": 10,
                  "latency": [{"batch": 1, "p50_us": 1.0}]})  # no tflite fp32 in this run: nothing to flag against
     flag_integer_artifacts(rows)
     flags = {r["id"]: r.get("flags") for r in rows}
     assert flags["onnx-int8"] == ["slower than fp32: 2.40x its latency at batch 1"]
     assert flags["onnx-dynamic"] == ["not 2x smaller than fp32: 0.90x its size"]
     assert flags["onnx-fp32"] is None and flags["tflite-int8"] is None
+    # no files to time again side by side: the p50s timed one after the other, and it says so
+    assert rows[1]["vs_fp32"]["method"].startswith("one after the other (side by side failed:")
     # the pipeline never recommends a flagged artifact, even when it is the fastest that passes (onnx-dynamic)
     onnx_rows = [r for r in rows if r["format"] == "onnx"]
     verification = {"artifacts": [{"id": r["id"], "passed": True, "reasons": [], "bytes": r["bytes"]} for r in onnx_rows]}
     line, passed = _verdict(verification, {"artifacts": onnx_rows})
     assert passed and "fastest of those: onnx-fp32" in line and "not recommended" in line and "onnx-int8" in line
+    # verify's flag (the export's timing) gives way to bench's side-by-side timing of the same artifact
+    verification["artifacts"][1]["flags"] = ["slower than fp32: 1.20x its latency at batch 1 (measured at export)"]
+    quick = [{**r, "flags": [], "vs_fp32": {"p50_ratio": 0.9}} if r["id"] == "onnx-int8" else r for r in onnx_rows]
+    line, _ = _verdict(verification, {"artifacts": quick})
+    assert line.endswith("not recommended (slower than fp32 or not 2x smaller): onnx-dynamic")
+    line, _ = _verdict(verification, {"artifacts": [r for r in quick if r["id"] != "onnx-int8"]})
+    assert "onnx-dynamic, onnx-int8" in line  # not benched: verify's flag stands
 
 
 def test_verify_flags_what_the_export_measured_slower(tiny_bundle):

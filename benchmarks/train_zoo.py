@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": name, "parameters": card["parameters"], "metric": metric, "achieved": achieved,
             "seed_target": target, "meets_seed": met, "epochs": card["training"]["epochs"],
             "batch_size": card["recipe"]["batch_size"], "train_seconds": card["training"]["seconds"],
+            "steps_per_execution": card["training"].get("feed", {}).get("steps_per_execution", 1),
             "seconds_per_epoch": round(card["training"]["seconds"] / card["training"]["epochs"], 2),
             "wall_seconds": round(wall, 1), "device": card["training"]["device"], "run_dir": str(result.run_dir),
             "recipe": card["recipe"], "versions": card["versions"], "created": card["created"], "command": command,
@@ -212,7 +213,8 @@ def backends_markdown(report: dict) -> str:
              "recipe (batch size, schedule) in a fresh process per backend; the first epoch includes compilation, "
              "steady is the median of the epochs after it. Each model runs twice, back to back: with Keras' one "
              "training step per call into the backend (the baseline) and with edgeseq's default steps per "
-             "execution (`edgeseq/training/feed.py`); *same weights* compares the two model files' SHA-256. The "
+             "execution (`training/feed.py`; PyTorch takes one step only, so it runs once); *same weights* compares "
+             "a SHA-256 over each run's weight arrays. The "
              "feed ceiling is the samples/s of the same fit with a model that does almost nothing: what the input "
              "pipeline and the trainer allow at most. Compare backends within this table only (one run, one machine).",
              "", "| backend | model | batch | steps/exec | first epoch s | steady s/epoch | samples/s | 1 step/exec s/epoch "
@@ -253,18 +255,21 @@ def markdown(report: dict) -> str:
         "# Zoo training: seed recipes on MNIST",
         "",
         "Reproduce: `python benchmarks/train_zoo.py --data-dir ../shared/data/mnist` (all six, seed 0), or "
-        "`--models NAME` for one row. Accuracy is on the full 10k test set; the seed column is the figure to reach.",
+        "`--models NAME` for one row. Accuracy is on the full 10k test set; the seed column is the figure to reach. "
+        "Rows trained with one step per execution (before it became 32) have the weights the default gives "
+        "(the per-backend table below compares them), not its epoch times.",
         "",
         f"Host: {h['cpu']} ({h['cpu_count']} cores), {h['os']}, Python {h['python']}; "
         f"Keras {report['versions'].get('keras')} on {report['keras_backend']}",
         "",
-        "| model | params | metric (10k test) | achieved | seed | reached | epochs | batch | train s | s/epoch | device | run at |",
-        "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---|---|",
+        "| model | params | metric (10k test) | achieved | seed | reached | epochs | batch | steps/exec | train s | s/epoch | device | run at |",
+        "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in report["rows"]:
         d = r["device"]
         lines.append(f"| {r['model']} | {r['parameters']:,} | {r['metric']} | {r['achieved']:.2%} | {r['seed_target']:.1%} "
-                     f"| {'yes' if r['meets_seed'] else 'NO'} | {r['epochs']} | {r['batch_size']} | {r['train_seconds']:.0f} "
+                     f"| {'yes' if r['meets_seed'] else 'NO'} | {r['epochs']} | {r['batch_size']} | {r.get('steps_per_execution', 1)} "
+                     f"| {r['train_seconds']:.0f} "
                      f"| {r['seconds_per_epoch']:.1f} | {d['type']} ({d['name']}) | {r['created']} |")
     for stem in ("train_zoo_backends",):
         path = RESULTS / f"{stem}.json"

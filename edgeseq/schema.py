@@ -187,6 +187,7 @@ class SearchCandidate(Part):
     float_layers: List[str] = []
     meets_target: bool
     worth_having: bool  # not slower than fp32, at least 2x smaller
+    camera_agreement: Optional[Share] = None  # on the selection's camera-like renderings (edgeseq.camera_like)
 
 
 class SensitivityLayer(Part):
@@ -313,6 +314,7 @@ class Calibration(Part):
     images: int = Field(ge=1)
     source: str
     selection_images: int = Field(ge=0)
+    selection_camera_like: int = Field(0, ge=0)  # camera-like copies added to the selection (edgeseq.camera_like)
 
 
 class ReferenceInfo(Part):

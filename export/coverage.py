@@ -167,6 +167,7 @@ def _summary(totals: Counter, ops_by_kind: dict, float_mac_ops: Counter, notes: 
 # ---------------------------------------------------------------- ONNX
 
 _ONNX_FLOAT_MAC = ("MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN", "ConvTranspose")
+MAC_OP_TYPES = frozenset(_TFL_MAC_OPS + _ONNX_FLOAT_MAC)  # float multiply-accumulate ops, both formats
 _ONNX_INT_MAC_STATIC = ("QLinearMatMul", "QLinearConv", "QGemm")
 _ONNX_INT_MAC_DYNAMIC = ("MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul",
                          "MatMulIntegerToFloat")

@@ -209,7 +209,8 @@ class Sensitivity(Part):
 class Search(Part):
     """What the accuracy-aware int8 search tried, and why the artifact is the one it chose."""
 
-    images: int = Field(ge=0)
+    images: int = Field(ge=0)  # clean held-out training images: the target's
+    camera_like_images: int = Field(0, ge=0)  # camera-like copies of some of them, held to CAMERA_TARGET
     source: str
     target: SearchTarget
     fp32_p50_ms: float = Field(ge=0)

@@ -127,7 +127,8 @@ def _quant_notes(entry: dict) -> list[str]:
                      f"{loops['saturating_ranges_clamped']} tanh/sigmoid input ranges clamped at saturation")
     found = entry.get("search")
     if found:
-        notes.append(f"int8 search on {found['images']:,} held-out training images, {len(found['candidates'])} "
+        copies = f" and {found['camera_like_images']:,} camera-like copies" if found.get("camera_like_images") else ""
+        notes.append(f"int8 search on {found['images']:,} held-out training images{copies}, {len(found['candidates'])} "
                      f"candidates: {found['chosen']}: {found['why']}")
     return notes
 

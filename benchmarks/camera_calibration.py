@@ -95,8 +95,9 @@ def markdown(report: dict) -> str:
     h = report["host"]
     lines = ["# int8 calibrated on clean MNIST against camera-like renderings", "",
              f"Reproduce: `{report['command']}` (seed-recipe zoo runs from `benchmarks/train_zoo.py`). Host: "
-             f"{h['cpu']} ({h['cpu_count']} cores). Share: the part of the 300 calibration and 2,000 selection "
-             "images re-rendered camera-like at export (0 = clean MNIST only, as before; 0.5 = the default). "
+             f"{h['cpu']} ({h['cpu_count']} cores); CPU flags: {' '.join(report['cpu_flags']) or 'unknown'}. Share: the "
+             "part of the 300 calibration images re-rendered camera-like at export, and of the 2,000 selection images "
+             "given camera-like copies (0 = clean MNIST only, as before; 0.5 = the default). "
              "Agreement with Keras, top-1, batch 1: on 5,000 clean test digits and on 2,000 other test digits "
              "distorted by the benchmarks' OpenCV rendering (stroke width, blur, shift, background, contrast, gamma, "
              "noise), which the export never sees.", "",

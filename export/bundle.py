@@ -226,23 +226,13 @@ def _build(model_path: Path, model_sha: str, card, staging: Path, bundle_dir: Pa
     model, trained_policy = as_float32(load_model(model_path))  # devices run float32 weights
     info = describe(model, model_path)
     reference, reference_seconds = _write_reference(model, info, staging, test_split, reference_size)
-    # Half of the calibration images are re-rendered camera-like (edgeseq.camera_like), and the selection
-    # gets camera-like copies of half of its images after the clean ones: int8 ranges and choices made on
-    # clean MNIST alone do not hold on digits cut from a frame.
-    calibration = adapt_images(camera_like.mixed(train_split.images[:calibration_size], CAMERA_LIKE_SHARE, seed=11),
-                               info.input_shape)  # (N, *input) float32
-    # Held-out training images (after the calibration ones) on which a recipe may choose between candidates.
-    held_out = selection_slice(len(train_split), calibration_size)
-    clean, labels = train_split.images[held_out], train_split.labels[held_out]
-    copies = slice(camera_like.split_at(len(clean), CAMERA_LIKE_SHARE), len(clean))
-    selection = adapt_images(np.concatenate([clean, camera_like.render(clean[copies], seed=12)]), info.input_shape)
-    selection_labels = np.concatenate([labels, labels[copies]])
+    calibration, selection, selection_labels, clean = _int8_images(train_split, calibration_size, info.input_shape)
     stem = model_path.stem if model_path.stem != "model" else ((card.name if card else None) or "model")
     jobs = _plan(staging, stem, formats, quants)
     if on_start:
         on_start(len(jobs))
     outcomes = run_isolated(
-        jobs, _worker_convert, _worker_setup, (str(model_path), calibration, selection, selection_labels, len(clean)),
+        jobs, _worker_convert, _worker_setup, (str(model_path), calibration, selection, selection_labels, clean),
         staging / "logs",
         log_name=lambda job: f"{job.id}.log",
         on_done=(lambda o: on_artifact(o.job.id, "ok" if o.ok else "failed")) if on_artifact else None)
@@ -268,7 +258,7 @@ def _build(model_path: Path, model_sha: str, card, staging: Path, bundle_dir: Pa
                         "source": f"the first N MNIST training images, the last {CAMERA_LIKE_SHARE:.0%} of them re-rendered "
                                   "camera-like (edgeseq.camera_like); the selection adds camera-like copies of "
                                   f"{CAMERA_LIKE_SHARE:.0%} of its images",
-                        "selection_images": int(len(clean)), "selection_camera_like": int(len(selection) - len(clean))},
+                        "selection_images": clean, "selection_camera_like": int(len(selection) - clean)},
         "reference": {"file": bundles.REFERENCE, "examples": reference, "test_examples": len(test_split),
                       "test_sha256": bundles.test_set_sha256(test_split.images, test_split.labels),
                       "seconds": round(reference_seconds, 2)},
@@ -279,6 +269,21 @@ def _build(model_path: Path, model_sha: str, card, staging: Path, bundle_dir: Pa
     })
     write_document(staging / bundles.MANIFEST, manifest)
     return manifest, [a for a in manifest.artifacts if not a.ok]
+
+
+def _int8_images(train_split: Split, calibration_size: int, input_shape: tuple):
+    """(calibration images, selection images, their labels, how many of the selection are clean), each
+    in the model's input shape. Half of the calibration images are re-rendered camera-like
+    (edgeseq.camera_like), and the selection (held-out training images, after the calibration ones, on which
+    a recipe chooses between candidates) gets camera-like copies of half of its images after the clean
+    ones: int8 ranges and choices made on clean MNIST alone do not hold on digits cut from a frame."""
+    calibration = camera_like.mixed(train_split.images[:calibration_size], CAMERA_LIKE_SHARE, seed=11)
+    held_out = selection_slice(len(train_split), calibration_size)
+    clean, labels = train_split.images[held_out], train_split.labels[held_out]
+    copies = slice(camera_like.split_at(len(clean), CAMERA_LIKE_SHARE), len(clean))
+    selection = np.concatenate([clean, camera_like.render(clean[copies], seed=12)])
+    return (adapt_images(calibration, input_shape), adapt_images(selection, input_shape),
+            np.concatenate([labels, labels[copies]]), len(clean))
 
 
 def selection_slice(train_images: int, calibration_size: int) -> slice:

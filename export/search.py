@@ -134,7 +134,6 @@ class Candidate:
     meets_target: bool = False
     worth_having: bool = False
     camera_agreement: float | None = None  # on the camera-like part of the selection
-    overall: float | None = None  # agreement on the whole selection: what the fallback ranks layers by
 
     @property
     def p50_vs_fp32(self) -> float:
@@ -197,7 +196,7 @@ class Scorer:
         size = path.stat().st_size
         candidate = Candidate(name, stage, path, agreement, error, delta, float(coverage.get("int8_mac_share", 0.0)),
                               size, size / self.fp32_bytes, p50, fp32_p50, list(float_layers),
-                              camera_agreement=found.camera, overall=found.overall)
+                              camera_agreement=found.camera)
         candidate.meets_target = self.meets(candidate)
         candidate.worth_having = not worth_flags(candidate.size_vs_fp32, candidate.p50_vs_fp32)
         return candidate

@@ -93,9 +93,9 @@ def markdown(report: dict) -> str:
             "|---|---|---:|---:|---:|---:|---|---|"]
     for m in report["models"]:
         for r in (r for r in m["artifacts"] if r.get("quant") == "int8"):
-            cells = verify_row(r)
-            out.append(f"| {m['model']} | {r['format']} | {cells[3]} | {cells[5]} | {cells[2]} | {cells[8]} | "
-                       f"{_recipe(r)} | {cells[9]} |")
+            cells = dict(zip(VERIFY_HEADERS, verify_row(r)))
+            out.append(f"| {m['model']} | {r['format']} | {cells['agreement']} | {cells['Δacc pts']} | "
+                       f"{cells['vs fp32']} | {cells['int8 MACs']} | {_recipe(r)} | {cells['verdict']} |")
     for m in report["models"]:
         out += ["", f"## {m['model']}", "", markdown_table(VERIFY_HEADERS, [verify_row(r) for r in m["artifacts"]]), ""]
         out += verify_details(m["artifacts"])

@@ -2,9 +2,10 @@
 
 A bundle directory holds the artifacts, ``manifest.json`` (a :class:`~edgeseq.schema.Manifest`: each
 artifact's hash, size, format, quantization, tensors, int8 coverage and recipe; the source model's hash,
-preprocessing and output meaning from the card; library versions) and ``reference.npz`` (a fixed slice
-of test inputs with the Keras model's outputs and true labels, plus the Keras outputs on the whole test
-set when MNIST was available). Reading it needs numpy only.
+preprocessing and output meaning from the card; library versions) and ``reference.npz`` (test inputs
+with the Keras model's outputs and true labels: by default the whole test split, so that a device with no
+MNIST verifies on the images export judged on; a shorter slice also carries the Keras outputs on the whole
+split). Reading it needs numpy only.
 
 Every reader goes through this module, which refuses what it cannot trust: a malformed manifest or
 reference set, an artifact whose size or SHA-256 differs from the manifest's, a path that leads out of
@@ -109,6 +110,11 @@ class Reference:
     test_outputs: np.ndarray | None  # (10000, ...) float32 Keras outputs on the full test set, if known
     test_sha256: str | None  # test_set_sha256 of the split test_outputs belong to
 
+    @property
+    def whole_split(self) -> bool:
+        """The inputs are the whole test split itself (their fingerprint is the split's)."""
+        return self.test_sha256 is not None and test_set_sha256(self.images, self.labels) == self.test_sha256
+
 
 def _array(f, name: str, path: Path) -> np.ndarray:
     if name not in f.files:
@@ -126,8 +132,9 @@ def read_reference(bundle_dir: str | Path, manifest: Manifest | None = None) -> 
     try:
         with np.load(path, allow_pickle=False) as f:
             inputs, labels, outputs = (_array(f, n, path) for n in ("inputs", "labels", "outputs"))
-            test_outputs = f["test_outputs"] if "test_outputs" in f.files else None
             sha = str(f["test_sha256"]) if "test_sha256" in f.files else None
+            # a whole-split reference stores the outputs once; a partial slice carries the split's beside it
+            test_outputs = f["test_outputs"] if "test_outputs" in f.files else (outputs if sha else None)
     except DataError:
         raise
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError, zipfile.LargeZipFile) as exc:

@@ -15,6 +15,8 @@ anything else is a bug and keeps its traceback. The exit codes every command sha
 ====  ==========================================================================================
 """
 
+from __future__ import annotations
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # measured, something failed
 EXIT_USAGE = 2

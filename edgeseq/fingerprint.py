@@ -8,17 +8,51 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+CPUINFO = "/proc/cpuinfo"
+
+# ARM "CPU implementer"/"CPU part" in /proc/cpuinfo -> core name (the boards edgeseq's users run).
+_ARM_CORES = {("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd04"): "Cortex-A35", ("0x41", "0xd05"): "Cortex-A55",
+              ("0x41", "0xd07"): "Cortex-A57", ("0x41", "0xd08"): "Cortex-A72", ("0x41", "0xd09"): "Cortex-A73",
+              ("0x41", "0xd0a"): "Cortex-A75", ("0x41", "0xd0b"): "Cortex-A76", ("0x41", "0xd0c"): "Neoverse-N1",
+              ("0x41", "0xd40"): "Neoverse-V1", ("0x41", "0xd41"): "Cortex-A78", ("0x41", "0xd42"): "Cortex-A78AE",
+              ("0x41", "0xd49"): "Neoverse-N2", ("0x4e", "0x004"): "NVIDIA Carmel"}
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each /proc/cpuinfo key (every core repeats them)."""
+    found: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                    return value.strip()
+                found.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return found
+
+
+def cpu_name() -> str:
+    """The CPU's model name: x86's "model name", an ARM core's name from its part number (a Pi's cpuinfo
+    names the board, not the core), else what ``platform`` knows."""
+    info = _cpuinfo()
+    if info.get("model name"):
+        return info["model name"]
+    core = _ARM_CORES.get((info.get("CPU implementer", ""), info.get("CPU part", "")))
+    if core:
+        return f"ARM {core}"
+    return info.get("Hardware") or platform.processor() or platform.machine()
+
+
+def board() -> str | None:
+    """The board or module: "Raspberry Pi 5 Model B Rev 1.0", "NVIDIA Jetson Orin Nano Developer Kit"
+    (device tree, else the Pi's cpuinfo "Model" line), with the Jetson's L4T release when there is one."""
+    name = _read("/proc/device-tree/model") or _cpuinfo().get("Model") or None
+    release = _read("/etc/nv_tegra_release")  # "# R35 (release), REVISION: 4.1, GCID: ..."
+    if release and release.startswith("# R"):
+        l4t = release[2:].split(",")[0].replace(" (release)", "")
+        revision = release.split("REVISION:")[1].split(",")[0].strip() if "REVISION:" in release else ""
+        name = f"{name or 'NVIDIA Jetson'} (L4T {l4t}{'.' + revision if revision else ''})"
+    return name
 
 
 def package_versions(*names: str) -> dict[str, str]:
@@ -40,6 +74,7 @@ def host() -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "cpu_flags": cpu_flags(),
+        "board": board(),
     }
 
 
@@ -47,11 +82,14 @@ def cpu_flags() -> list[str]:
     """The SIMD and matrix features that decide which kernels run (AVX-512 VNNI or plain AVX2, NEON dot
     product, ...): two machines of one name can differ, so every figure records them."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path(CPUINFO).read_text()
     except OSError:
         return []
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), [])
-    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "asimd", "sve", "i8mm", "vnni")))
+    # x86: AVX2 / AVX-512 (VNNI, FP16, BF16) / AMX; ARM: asimddp (int8 dot product), asimdhp and fphp (fp16
+    # arithmetic), i8mm, bf16, SVE, SME
+    return sorted(f for f in flags if f.startswith(("avx", "fma", "f16c", "amx", "asimd", "fphp", "sve", "sme2", "i8mm",
+                                                    "bf16", "vnni")) or f == "sme")
 
 
 # Raspberry Pi `vcgencmd get_throttled` bits: (bit, meaning); bits 16-19 say the same "has occurred".
@@ -107,7 +145,6 @@ def pi_throttling(raw: str | None) -> dict | None:
 def device() -> dict:
     """Everything that makes a latency figure comparable across machines, and what can spoil it."""
     info = host()
-    info["board"] = _read("/proc/device-tree/model")  # "Raspberry Pi 5 Model B", "NVIDIA Jetson Orin Nano ..."
     info["governor"] = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
     info["cpu_max_mhz"] = int(max_khz) // 1000 if max_khz and max_khz.isdigit() else None

@@ -19,7 +19,8 @@ _HINTS = {
     "onnx": ("edgeseq[train]", "ONNX export"),
     "matplotlib": ("edgeseq[train]", "plots"),
     "cv2": ("edgeseq[webcam]", "the webcam loop"),
-    "onnxruntime": ("onnxruntime", "running ONNX artifacts (onnxruntime-gpu on a Jetson)"),
+    "onnxruntime": ("edgeseq[onnx]", "running ONNX artifacts (on a CUDA machine edgeseq[gpu]; on a Jetson, "
+                    "NVIDIA's onnxruntime-gpu wheel for its JetPack)"),
 }
 
 

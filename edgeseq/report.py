@@ -24,7 +24,8 @@ def _pct(value, digits: int = 2) -> str:
 
 
 def verify_row(row: dict) -> list[str]:
-    """One artifact as table cells: id, size, vs fp32, agreement, accuracy, delta, max/mean diff, int8 MACs, verdict."""
+    """One artifact as table cells: id, size, vs fp32, agreement and its 95 % interval, accuracy, delta,
+    max/mean diff, int8 MACs, verdict."""
     p = row.get("parity") or {}
     cov = row.get("coverage") or {}
     share = cov.get("int8_mac_share") if "error" not in cov else None
@@ -33,6 +34,7 @@ def verify_row(row: dict) -> list[str]:
         human_bytes(row.get("bytes")),
         f"{row['size_vs_fp32']:.2f}x" if row.get("size_vs_fp32") is not None else "-",
         _pct(p.get("agreement")),
+        f"{p['agreement_low'] * 100:.2f}-{p['agreement_high'] * 100:.2f}" if "agreement_low" in p else "-",
         _pct(p.get("accuracy")),
         f"{p['accuracy_delta'] * 100:+.2f}" if "accuracy_delta" in p else "-",
         f"{p['max_abs_diff']:.1e}" if "max_abs_diff" in p else "-",
@@ -48,7 +50,7 @@ def _unquantized(row: dict, share: float | None) -> bool:
     return row.get("quant") in ("dynamic", "int8") and share is not None and share < 0.5
 
 
-VERIFY_HEADERS = ["artifact", "size", "vs fp32", "agreement", "accuracy", "Δacc pts", "max|Δ|", "mean|Δ|",
+VERIFY_HEADERS = ["artifact", "size", "vs fp32", "agreement", "95% CI", "accuracy", "Δacc pts", "max|Δ|", "mean|Δ|",
                   "int8 MACs", "verdict"]
 
 

@@ -1,19 +1,16 @@
 """edgeseq bench: each runtime, the report schema, --compare, bad artifacts, shape mismatches, the
-fingerprint, and a run with only the base install (no TensorFlow)."""
+fingerprint (the base install on a fresh venv: tests/test_base_install.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
-import venv
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO
 from edgeseq import bench, fingerprint
 from edgeseq.cli import app
 from edgeseq.errors import DocumentError, InvalidValueError
@@ -175,34 +172,6 @@ def test_latency_stats_and_budget():
         bench.BenchConfig(runs=0)
     with pytest.raises(InvalidValueError, match="finite"):
         bench.BenchConfig(seconds=float("nan"))
-
-
-def test_bench_runs_with_only_the_base_install(tiny_bundle, small_mnist_dir, tmp_path):
-    """A device without TensorFlow: a fresh venv with `pip install edgeseq` (no extras) benches a bundle."""
-    _, result = tiny_bundle
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)],
-                             capture_output=True, text=True)
-    assert install.returncode == 0, install.stderr[-2000:]
-    probe = subprocess.run([str(python), "-c", "import importlib.util as u; print([m for m in ('tensorflow', 'keras') "
-                            "if u.find_spec(m)])"], capture_output=True, text=True)
-    assert probe.stdout.strip() == "[]", "the base install pulled in TensorFlow or Keras"
-    done = subprocess.run([str(env_dir / "bin" / "edgeseq"), "bench", str(result.bundle_dir), "--runs", "10",
-                           "--warmup", "1", "--json", "--data-dir", str(small_mnist_dir), "--out", str(tmp_path / "b")],
-                          capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = {r["id"]: r for r in json.loads(done.stdout)["result"]["artifacts"]}
-    for aid in ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"):
-        assert rows[aid]["latency"][0]["p50_us"] > 0
-        assert rows[aid]["accuracy"]["agreement"] > 0.9 and rows[aid]["accuracy"]["accuracy"] > 0.5
-        assert rows[aid]["cold_start"]["load_and_first_inference_ms"] > 0
-    # no matplotlib in the base install: the figures come as SVG, and the run says so
-    assert not (tmp_path / "b" / "latency.png").exists() and "plots were written as SVG" in done.stderr
-    for name in ("latency.svg", "accuracy_latency.svg"):
-        svg = (tmp_path / "b" / name).read_text()
-        assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "tflite-int8" in svg
 
 
 def test_ctrl_c_still_writes_what_was_measured(tiny_bundle, tmp_path, monkeypatch):

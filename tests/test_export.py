@@ -85,7 +85,7 @@ def test_verify_checks_every_artifact(tiny_bundle, small_mnist_dir):
     _, result = tiny_bundle
     report = verify(result.bundle_dir, data_dir=small_mnist_dir)
     rows = {r["id"]: r for r in report["artifacts"]}
-    assert report["evaluated_on"].startswith("MNIST test set (300 images)")
+    assert report["evaluated_on"] == "MNIST test set (300 images, carried by the bundle)"
     for fmt in ("tflite", "onnx"):
         fp32 = rows[f"{fmt}-fp32"]
         assert fp32["passed"], fp32["reasons"]
@@ -95,12 +95,36 @@ def test_verify_checks_every_artifact(tiny_bundle, small_mnist_dir):
     assert report["passed"] == all(r["passed"] for r in rows.values())
 
 
-def test_verify_without_mnist_uses_the_reference_set(tiny_bundle, tmp_path, monkeypatch):
+def test_verify_without_mnist_gives_the_verdicts_it_gives_with_it(tiny_bundle, tmp_path, monkeypatch, small_mnist_dir):
     _, result = tiny_bundle
+    with_mnist = verify(result.bundle_dir, data_dir=small_mnist_dir)
     monkeypatch.setenv("EDGESEQ_DATA_DIR", str(tmp_path / "no-mnist-here"))
-    report = verify(result.bundle_dir)
-    assert report["evaluated_on"].startswith("bundle reference set (300 images")
-    assert {r["id"]: r for r in report["artifacts"]}["onnx-fp32"]["passed"]
+    without = verify(result.bundle_dir)
+    assert without["evaluated_on"] == "MNIST test set (300 images, carried by the bundle)"
+    parity = lambda report: {r["id"]: (r["passed"], r["parity"]) for r in report["artifacts"]}  # noqa: E731
+    assert parity(without) == parity(with_mnist)
+
+
+def test_a_short_reference_slice_falls_back_and_says_how_sure_it_is(tiny_bundle, tmp_path, monkeypatch, small_mnist_dir):
+    """An exporter's --reference-size shorter than the test split: MNIST found here is used, else the
+    slice, whose every agreement carries its 95 % interval (and a miss it cannot tell is inconclusive)."""
+    bundle = _copy(tiny_bundle[1], tmp_path)
+    with np.load(bundle / "reference.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    np.savez_compressed(bundle / "reference.npz", inputs=arrays["inputs"][:40], labels=arrays["labels"][:40],
+                        outputs=arrays["outputs"][:40], test_outputs=arrays["outputs"], test_sha256=arrays["test_sha256"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["reference"]["examples"] = 40
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert verify(bundle, data_dir=small_mnist_dir)["evaluated_on"] == "MNIST test set (300 images)"
+    monkeypatch.setenv("EDGESEQ_DATA_DIR", str(tmp_path / "no-mnist-here"))
+    report = verify(bundle)
+    assert report["evaluated_on"].startswith("bundle reference set (40 images; ") and report["examples"] == 40
+    for row in report["artifacts"]:
+        p = row["parity"]
+        assert p["agreement_low"] <= p["agreement"] <= p["agreement_high"] and p["agreement_high"] - p["agreement_low"] > 0.05
+        for reason in (r for r in row["reasons"] if r.startswith("agreement")):
+            assert ("inconclusive on 40 images" in reason) == (p["agreement_high"] >= row["thresholds"]["min_agreement"])
 
 
 def _copy(result, tmp_path):
@@ -352,3 +376,12 @@ def test_tflite_int8_decoder_keeps_a_wide_initial_state(tmp_path, splits):
     expected = np.asarray(model(images[300:600]))
     agreement = (outputs.argmax(-1) == expected.argmax(-1)).all(axis=1).mean()
     assert agreement >= 0.95 and np.abs(outputs - expected).max() < 0.2, (agreement, np.abs(outputs - expected).max())
+
+
+def test_verify_images_checks_the_first_n_only(tiny_bundle, tmp_path):
+    out = tmp_path / "reports"
+    done = CliRunner().invoke(app, ["verify", str(tiny_bundle[1].bundle_dir), "--images", "50", "--out", str(out), "--json"])
+    report = json.loads(done.stdout)["result"]
+    assert report["examples"] == 50 and report["evaluated_on"].startswith("the first 50 of the MNIST test set")
+    assert all(r["parity"]["examples"] == 50 for r in report["artifacts"] if r["status"] == "ok")
+    assert done.exit_code == (0 if report["passed"] else 1)

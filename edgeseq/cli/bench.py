@@ -1,7 +1,5 @@
 """``edgeseq bench``: accuracy and latency of every artifact, on the device, without TensorFlow."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import List, Optional
 

@@ -1,7 +1,5 @@
 """``edgeseq evaluate``: test-set metrics, confusion matrix and example grids for any Keras model."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Optional
 

@@ -1,7 +1,5 @@
 """``edgeseq export``: Keras -> TFLite / ONNX artifacts in a bundle, then verify them."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import List, Optional
 

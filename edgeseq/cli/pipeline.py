@@ -1,7 +1,5 @@
 """``edgeseq pipeline``: train, evaluate, export, verify and bench in one run folder with one report."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Optional
 

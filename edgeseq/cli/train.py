@@ -1,7 +1,5 @@
 """``edgeseq train``: fit a zoo model with its seed recipe and write a run directory."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Optional
 

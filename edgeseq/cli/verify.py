@@ -1,7 +1,5 @@
 """``edgeseq verify``: every artifact of a bundle against the Keras original, with pass/fail per threshold."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +17,8 @@ def verify_command(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory written by `edgeseq export`.")],
     data_dir: DataDir = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Runtime threads (default: the runtime's).")] = None,
+    images: Annotated[Optional[int], typer.Option(min=1, help="Verify on the first N test images only (a quick "
+                                                  "check: each agreement's 95 % interval says what N can tell).")] = None,
     min_agreement_int8: Annotated[float, typer.Option(callback=fraction, help="int8: minimum top-1 agreement with Keras.")] = 0.995,
     max_drop_int8: Annotated[float, typer.Option(callback=fraction, help="int8: maximum accuracy drop (fraction, 0.003 = 0.3 points).")] = 0.003,
     min_int8_macs: Annotated[float, typer.Option(callback=fraction, help="int8: minimum share of MACs done on integer kernels.")] = 0.90,
@@ -29,8 +29,9 @@ def verify_command(
     quiet: QuietFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run every artifact of a bundle on the MNIST test set (or, without MNIST, the bundle's reference set)
-    and compare with the Keras original: agreement, accuracy delta, output error and int8 coverage.
+    """Run every artifact of a bundle on the MNIST test set (the bundle carries it: no MNIST needed on the
+    device) and compare with the Keras original: agreement with its 95 % interval, accuracy delta, output
+    error and int8 coverage.
 
     The manifest, reference set and each artifact's size and SHA-256 are checked first: a changed or
     foreign artifact is refused. Prints the results, then writes verify.json and verify.md. Exit codes:
@@ -45,7 +46,7 @@ def verify_command(
                                 int8_min_mac_share=min_int8_macs)
         check_out(out)
         with progress("verify", quiet) as shown:
-            reply.result = report = verify(bundle, data_dir=data_dir, thresholds=thresholds, threads=threads,
+            reply.result = report = verify(bundle, data_dir=data_dir, thresholds=thresholds, threads=threads, limit=images,
                                            on_start=shown.start, on_artifact=lambda row: shown.advance(_verdict(row)))
         if not as_json:
             print_verify(report)

@@ -1,7 +1,5 @@
 """``edgeseq webcam`` and ``edgeseq demo-video``: every artifact side by side on camera frames."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Optional
 

@@ -1,7 +1,5 @@
 """``edgeseq zoo``: the seed models with their parameter counts and recipes."""
 
-from __future__ import annotations
-
 import typer
 
 from edgeseq.cli import app

@@ -29,8 +29,9 @@ def interpreter_class() -> tuple[type, str, str]:
         except PackageNotFoundError:
             dist_version = "unknown"
         return interpreter, dist, dist_version
-    raise MissingDependencyError("no TFLite interpreter found; install one with: pip install ai-edge-litert "
-                                 "(or tflite-runtime on older systems)")
+    raise MissingDependencyError("no TFLite interpreter is installed (ai-edge-litert, tflite-runtime or tensorflow); "
+                                 "install one with: pip install 'edgeseq[tflite]' (it picks tflite-runtime where "
+                                 "LiteRT has no wheel: Python 3.8, armv7)")
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:

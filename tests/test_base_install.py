@@ -1,0 +1,146 @@
+"""The on-device install, as a user gets it: a fresh venv on the oldest and the newest Python edgeseq
+supports, the base wheel and one choice of runtime extra, verifying and benching a bundle exported here.
+
+Python 3.8 is the oldest: JetPack 5 (Jetson Xavier, Orin on JP5) ships it, and there tflite-runtime is the
+only TFLite interpreter (LiteRT starts at 3.9). The interpreters come from pyenv (EDGESEQ_PYTHON_3_8 and
+EDGESEQ_PYTHON_3_11 name others); the runtimes are downloaded from PyPI, as on a device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+TFLITE_ONLY = ("3.8", "tflite")  # the oldest Python with only tflite-runtime: no LiteRT, no ONNX Runtime
+NEWEST = ("3.11", "cpu")  # the newest, with the default CPU runtimes
+
+
+def interpreter(version: str) -> Path:
+    """A working ``python{version}``: $EDGESEQ_PYTHON_3_8 and the like, pyenv's, then PATH's."""
+    named = os.environ.get(f"EDGESEQ_PYTHON_{version.replace('.', '_')}")
+    candidates = [Path(named)] if named else []
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
+        candidates += sorted(Path(root, "versions").glob(f"{version}.*/bin/python{version}"), reverse=True)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    if shutil.which(f"python{version}"):
+        candidates.append(Path(shutil.which(f"python{version}")))
+    for path in candidates:
+        done = subprocess.run([str(path), "-c", "import sys, venv; print(sys.version_info[:2])"], capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip() == str(tuple(int(p) for p in version.split("."))):
+            return path
+    pytest.fail(f"no Python {version} interpreter found (pyenv, PATH or EDGESEQ_PYTHON_{version.replace('.', '_')}): "
+                "the base install must be tested on it")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    str(REPO)], check=True, capture_output=True)
+    (built,) = out.glob("edgeseq-*.whl")
+    return built
+
+
+def fresh_venv(version: str, requirement: str, where: Path) -> Path:
+    """A new venv with ``pip install requirement`` in it; returns its bin/ folder."""
+    subprocess.run([str(interpreter(version)), "-m", "venv", str(where)], check=True, capture_output=True)
+    done = subprocess.run([str(where / "bin" / "python"), "-m", "pip", "install", "-q", requirement],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return where / "bin"
+
+
+def installed(bin_dir: Path) -> dict:
+    script = "import json, importlib.metadata as m; print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()}))"
+    return json.loads(subprocess.run([str(bin_dir / "python"), "-c", script], capture_output=True, text=True,
+                                     check=True).stdout)
+
+
+def edgeseq(bin_dir: Path, *args, tmp: Path) -> tuple[int, dict]:
+    env = {**os.environ, "EDGESEQ_DATA_DIR": str(tmp / "no-mnist-here"), "COLUMNS": "200"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([str(bin_dir / "edgeseq"), *map(str, args), "--json", "--quiet"], capture_output=True,
+                          text=True, env=env, cwd=tmp)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    envelope = json.loads(done.stdout)
+    assert envelope["exit_code"] == done.returncode
+    return done.returncode, envelope["result"]
+
+
+def options(command: list) -> dict:
+    """Each command's option names as its --help lists them (Typer reads them off the annotations)."""
+    found = {}
+    for name in ("train", "evaluate", "export", "verify", "bench", "webcam", "pipeline", "zoo"):
+        done = subprocess.run([*command, name, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+        found[name] = sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", done.stdout)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def host_verify(tiny_bundle, tmp_path_factory) -> dict:
+    from edgeseq.verify import verify
+
+    return {r["id"]: r for r in verify(tiny_bundle[1].bundle_dir, data_dir=tmp_path_factory.mktemp("none"))["artifacts"]}
+
+
+def test_python38_with_only_tflite_runtime_verifies_the_tflite_artifacts(tiny_bundle, wheel, host_verify, tmp_path):
+    version, extra = TFLITE_ONLY
+    bin_dir = fresh_venv(version, f"{wheel}[{extra}]", tmp_path / "venv")
+    dists = installed(bin_dir)
+    assert "tflite-runtime" in dists and "ai-edge-litert" not in dists, dists
+    assert not any(d.startswith("onnxruntime") for d in dists) and "tensorflow" not in dists, dists
+    # Typer reads options off annotations; before 3.10 it cannot evaluate postponed (string) ones
+    assert options([str(bin_dir / "edgeseq")]) == options([sys.executable, "-m", "edgeseq"])
+    code, report = edgeseq(bin_dir, "verify", tiny_bundle[1].bundle_dir, "--out", tmp_path / "out", tmp=tmp_path)
+    rows = {r["id"]: r for r in report["artifacts"]}
+    assert code == 1 and report["host"]["python"].startswith("3.8.")
+    assert report["evaluated_on"].startswith("MNIST test set (300 images, carried by the bundle)")
+    for aid in ("tflite-fp32", "tflite-fp16", "tflite-int8"):
+        assert rows[aid]["status"] == "ok" and rows[aid]["runtime"]["runtime"] == "tflite-runtime", rows[aid]
+        assert rows[aid]["passed"] == host_verify[aid]["passed"], (rows[aid]["reasons"], host_verify[aid]["reasons"])
+        assert abs(rows[aid]["parity"]["agreement"] - host_verify[aid]["parity"]["agreement"]) <= 1 / 300
+    # tflite-runtime 2.14 is the last release: it cannot load ops newer converters write at higher versions
+    dynamic = rows["tflite-dynamic"]
+    assert dynamic["status"] == "ok" or "opcode" in dynamic["reasons"][0], dynamic
+    for aid in (a for a in rows if a.startswith("onnx-")):
+        (reason,) = rows[aid]["reasons"]
+        assert rows[aid]["status"] == "error" and "pip install 'edgeseq[onnx]'" in reason and "\n" not in reason
+
+
+def test_newest_python_with_the_cpu_runtimes_verifies_and_benches_like_the_host(tiny_bundle, wheel, host_verify, tmp_path):
+    version, extra = NEWEST
+    bin_dir = fresh_venv(version, f"{wheel}[{extra}]", tmp_path / "venv")
+    dists = installed(bin_dir)
+    assert {"onnxruntime", "ai-edge-litert"} <= set(dists) and "tensorflow" not in dists, dists
+    code, report = edgeseq(bin_dir, "verify", tiny_bundle[1].bundle_dir, "--out", tmp_path / "out", tmp=tmp_path)
+    rows = {r["id"]: r for r in report["artifacts"]}
+    assert set(rows) == set(host_verify)
+    for aid, row in rows.items():
+        assert row["status"] == "ok" and row["passed"] == host_verify[aid]["passed"], (aid, row["reasons"])
+        assert row["parity"]["agreement"] == pytest.approx(host_verify[aid]["parity"]["agreement"], abs=1 / 300)
+    assert code == (0 if all(r["passed"] for r in rows.values()) else 1)
+    code, bench = edgeseq(bin_dir, "bench", tiny_bundle[1].bundle_dir, "--runs", 10, "--warmup", 1,
+                          "--out", tmp_path / "bench", tmp=tmp_path)
+    assert code == 0, bench
+    assert bench["device"]["cpu_flags"] and bench["device"]["machine"] == platform.machine()
+    rows = {r["id"]: r for r in bench["artifacts"]}
+    for aid in ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"):
+        assert rows[aid]["latency"][0]["p50_us"] > 0 and rows[aid]["cold_start"]["load_and_first_inference_ms"] > 0
+        assert rows[aid]["accuracy"]["agreement"] == pytest.approx(host_verify[aid]["parity"]["agreement"], abs=1 / 300)
+    # no matplotlib in the base install: the figures come as SVG
+    assert not (tmp_path / "bench" / "latency.png").exists()
+    for name in ("latency.svg", "accuracy_latency.svg"):
+        svg = (tmp_path / "bench" / name).read_text()
+        assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "tflite-int8" in svg

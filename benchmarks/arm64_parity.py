@@ -124,11 +124,12 @@ def userland(root: Path) -> None:
 
 
 def chroot(root: Path, command: str, cpu: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """``command`` (sh) inside the userland, in a private mount namespace with /proc, /dev and, for a CPU
+    """``command`` (sh) inside the userland, in a private mount namespace with /proc, /dev, /sys (ORT's
+    cpuinfo reads the present CPUs there) and, for a CPU
     model, that CPU's /proc/cpuinfo; the host's CA bundle and resolver so pip can reach PyPI."""
     shutil.copy("/etc/resolv.conf", root / "etc" / "resolv.conf")
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "etc" / "edgeseq-host-ca.crt")
-    mounts = [f"mount -t proc proc {root}/proc", f"mount --rbind /dev {root}/dev"]
+    mounts = [f"mount -t proc proc {root}/proc", f"mount --rbind /dev {root}/dev", f"mount --rbind /sys {root}/sys"]
     env = ["PIP_CERT=/etc/edgeseq-host-ca.crt", "SSL_CERT_FILE=/etc/edgeseq-host-ca.crt", "HOME=/root",
            "PATH=/usr/bin:/bin", "PIP_DISABLE_PIP_VERSION_CHECK=1", "LC_ALL=C.UTF-8"]
     if cpu:
@@ -188,9 +189,9 @@ def verify_here(bundle: Path, images: int | None) -> dict:
 
 
 def _report(done: subprocess.CompletedProcess, what: str) -> dict:
-    try:
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
+    try:  # the --json envelope: {"schema": "edgeseq.cli/1", ..., "result": {...}}
+        return json.loads(done.stdout)["result"]
+    except (json.JSONDecodeError, KeyError, TypeError):
         return {"error": f"{what} gave no report (rc {done.returncode}): {(done.stderr or '').strip()[-400:]}"}
 
 

@@ -298,7 +298,7 @@ def _bench_cells(bench: dict | None) -> dict:
     if "error" in bench:
         return {"error": bench["error"][:200]}
     device = bench.get("device") or {}
-    return {"device": {k: device.get(k) for k in ("cpu", "board", "cpu_features") if device.get(k) is not None},
+    return {"device": {k: device.get(k) for k in ("cpu", "board", "cpu_flags") if device.get(k) is not None},
             "measured": sum(1 for r in bench.get("rows", bench.get("results", [])) if not r.get("error")),
             "rows": len(bench.get("rows", bench.get("results", [])))}
 

@@ -299,8 +299,8 @@ def _bench_cells(bench: dict | None) -> dict:
         return {"error": bench["error"][:200]}
     device = bench.get("device") or {}
     return {"device": {k: device.get(k) for k in ("cpu", "board", "cpu_flags") if device.get(k) is not None},
-            "measured": sum(1 for r in bench.get("rows", bench.get("results", [])) if not r.get("error")),
-            "rows": len(bench.get("rows", bench.get("results", [])))}
+            "measured": sum(1 for r in bench.get("artifacts", []) if r.get("latency") and not r.get("error")),
+            "artifacts": len(bench.get("artifacts", []))}
 
 
 def _fmt(cell: dict) -> str:

@@ -66,6 +66,8 @@ def main() -> int:
                                                                          "edgeseq" / "arm64-bookworm")))
     parser.add_argument("--out", type=Path, default=RESULTS / "arm64_parity", help="results stem (.json and .md)")
     parser.add_argument("--jobs", type=int, default=2, help="emulated verifies run side by side")
+    parser.add_argument("--threads", type=int, default=1, help="runtime threads in the userland (emulated idle "
+                                                               "threads spin at full cost)")
     args = parser.parse_args()
     bundles = args.bundles or [args.runs / m / "bundle" for m in args.models]
     missing = [str(b) for b in bundles if not (b / "manifest.json").is_file()]
@@ -77,11 +79,11 @@ def main() -> int:
     started = time.perf_counter()
     x86 = {b: verify_here(b, args.images) for b in bundles}
     jobs = [(cpu, b) for cpu in args.cpus for b in bundles]
-    arm = run_emulated(args.root, jobs, args.images, args.bench_runs, args.jobs)
+    arm = run_emulated(args.root, jobs, args.images, args.bench_runs, args.jobs, args.threads)
     report = {"schema": "edgeseq.arm64-parity/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "host": host_facts(), "userland": {"suite": SUITE, "python": wheel_versions.pop("python"),
                                                  "packages": wheel_versions},
-              "images": args.images, "seconds": round(time.perf_counter() - started),
+              "images": args.images, "threads": args.threads, "seconds": round(time.perf_counter() - started),
               "models": [model_entry(b, x86[b], {cpu: arm[(cpu, b)] for cpu in args.cpus}) for b in bundles]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
@@ -195,7 +197,7 @@ def _report(done: subprocess.CompletedProcess, what: str) -> dict:
         return {"error": f"{what} gave no report (rc {done.returncode}): {(done.stderr or '').strip()[-400:]}"}
 
 
-def run_emulated(root: Path, jobs: list, images: int | None, bench_runs: int, parallel: int) -> dict:
+def run_emulated(root: Path, jobs: list, images: int | None, bench_runs: int, parallel: int, threads: int) -> dict:
     """verify (and a short bench) of each (cpu, bundle) in the userland, ``parallel`` at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -213,14 +215,14 @@ def run_emulated(root: Path, jobs: list, images: int | None, bench_runs: int, pa
         cpu, bundle = job
         name = bundle.parent.name
         out = f"/work/out/{cpu}/{name}"
-        limit = f" --images {images}" if images else ""
+        limit = (f" --images {images}" if images else "") + f" --threads {threads}"
         started = time.perf_counter()
         verify = chroot(root, f"mkdir -p {out} && {VENV}/bin/edgeseq verify /work/bundles/{name} --out {out} "
                               f"--json --quiet{limit}", cpu=cpu)
         result = {"verify": _report(verify, f"verify of {name} on {cpu}"), "seconds": round(time.perf_counter() - started)}
         if bench_runs:
             bench = chroot(root, f"{VENV}/bin/edgeseq bench /work/bundles/{name} --out {out}/bench --runs {bench_runs} "
-                                 f"--warmup 2 --no-accuracy --no-cold-start --json --quiet", cpu=cpu)
+                                 f"--warmup 2 --threads {threads} --no-accuracy --no-cold-start --json --quiet", cpu=cpu)
             result["bench"] = _report(bench, f"bench of {name} on {cpu}")
         print(f"{cpu} {name}: {_summary(result['verify'])} ({result['seconds']} s)", flush=True)
         return job, result

@@ -3,7 +3,7 @@
 Latency: warm-up, then a fixed number of timed runs (or a time budget) of one inference each, timed with
 ``perf_counter_ns`` around nothing but the runtime call (see each runner's ``stepper``). Cold start and
 peak memory come from a fresh process (:mod:`edgeseq.coldstart`). Accuracy and agreement reuse
-:mod:`edgeseq.parity`, on the MNIST test set or the bundle's reference set.
+:mod:`edgeseq.parity`, on the test set the bundle carries (see :func:`edgeseq.verify.evaluation_set`).
 """
 
 from __future__ import annotations

@@ -109,6 +109,8 @@ def bench_row(row: dict, batch: int = 1) -> list[str]:
         name += " [" + ", ".join(f"{p.replace('ExecutionProvider', '')}:{n}" for p, n in runtime["node_providers"].items()) + "]"
     flags = [f"unstable (robust spread {lat['spread']:.0%}, p99/p50 {lat['tail_ratio']:.1f})"] if lat.get("unstable") else []
     flags += row.get("flags", [])
+    if "tensorrt_engine_build_ms" in cold:
+        flags.insert(0, f"TensorRT engine build {cold['tensorrt_engine_build_ms']:.0f} ms (in the cold start)")
     return [
         row["id"], name, human_bytes(row["bytes"]), _pct(acc.get("accuracy")), _pct(acc.get("agreement")),
         f"{lat['p50_us']:.1f}" if lat else "-", f"{lat['p90_us']:.1f}" if lat else "-",
@@ -123,7 +125,8 @@ def bench_markdown(report: dict) -> str:
     d = report["device"]
     cfg = report["config"]
     out = ["# edgeseq bench", "",
-           f"Device: {d.get('board') or d['cpu']} ({d['cpu_count']} cores, {d['machine']}), {d['os']}, Python {d['python']}; "
+           f"Device: {d['board'] + ', ' if d.get('board') else ''}{d['cpu']} ({d['cpu_count']} cores, {d['machine']}; "
+           f"features {' '.join(d.get('cpu_flags') or []) or 'unknown'}), {d['os']}, Python {d['python']}; "
            f"governor {d.get('governor') or 'unknown'}; Jetson power mode {d.get('jetson_power_mode') or '-'}.",
            f"Runs: {cfg['warmup']} warm-up, then {'%s s' % cfg['seconds'] if cfg['seconds'] else '%d runs' % cfg['runs']} "
            f"per batch size; threads {cfg['threads'] or 'runtime default'}; created {report['created']}.", ""]

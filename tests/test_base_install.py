@@ -21,7 +21,8 @@ import pytest
 
 from conftest import REPO
 
-TFLITE_ONLY = ("3.8", "tflite")  # the oldest Python with only tflite-runtime: no LiteRT, no ONNX Runtime
+TFLITE_ONLY = ("3.8", "tflite,webcam")  # the oldest Python, tflite-runtime only (no LiteRT, no ONNX Runtime), OpenCV
+BULLSEYE = ("3.9", "cpu")  # Raspberry Pi OS Bullseye's Python: the oldest LiteRT (2.1) and ORT 1.19 wheels
 NEWEST = ("3.11", "cpu")  # the newest, with the default CPU runtimes
 
 
@@ -95,7 +96,8 @@ def host_verify(tiny_bundle, tmp_path_factory) -> dict:
     return {r["id"]: r for r in verify(tiny_bundle[1].bundle_dir, data_dir=tmp_path_factory.mktemp("none"))["artifacts"]}
 
 
-def test_python38_with_only_tflite_runtime_verifies_the_tflite_artifacts(tiny_bundle, wheel, host_verify, tmp_path):
+def test_python38_with_only_tflite_runtime_verifies_and_reads_a_video(tiny_bundle, wheel, host_verify, tmp_path,
+                                                                     small_mnist_dir):
     version, extra = TFLITE_ONLY
     bin_dir = fresh_venv(version, f"{wheel}[{extra}]", tmp_path / "venv")
     dists = installed(bin_dir)
@@ -117,13 +119,22 @@ def test_python38_with_only_tflite_runtime_verifies_the_tflite_artifacts(tiny_bu
     for aid in (a for a in rows if a.startswith("onnx-")):
         (reason,) = rows[aid]["reasons"]
         assert rows[aid]["status"] == "error" and "pip install 'edgeseq[onnx]'" in reason and "\n" not in reason
+    # the webcam loop on a demo video, TFLite artifacts side by side
+    code, demo = edgeseq(bin_dir, "demo-video", tmp_path / "demo.mp4", "--frames", 8, "--data-dir", small_mnist_dir, tmp=tmp_path)
+    assert code == 0, demo
+    code, loop = edgeseq(bin_dir, "webcam", tiny_bundle[1].bundle_dir, "--source", tmp_path / "demo.mp4", "--headless",
+                         "--only", "tflite-fp32,tflite-int8", "--out", tmp_path / "loop", tmp=tmp_path)
+    assert code == 0 and loop["frames"] == 8 and loop["digits"] == loop["ground_truth"]["digits"] > 0, loop
+    assert set(loop["ground_truth"]["accuracy"]) == {"tflite-fp32", "tflite-int8"}
 
 
-def test_newest_python_with_the_cpu_runtimes_verifies_and_benches_like_the_host(tiny_bundle, wheel, host_verify, tmp_path):
-    version, extra = NEWEST
+@pytest.mark.parametrize("target", [BULLSEYE, NEWEST], ids=lambda t: f"python{t[0]}-{t[1]}")
+def test_the_cpu_runtimes_verify_like_the_host(target, tiny_bundle, wheel, host_verify, tmp_path):
+    version, extra = target
     bin_dir = fresh_venv(version, f"{wheel}[{extra}]", tmp_path / "venv")
     dists = installed(bin_dir)
     assert {"onnxruntime", "ai-edge-litert"} <= set(dists) and "tensorflow" not in dists, dists
+    assert "tflite-runtime" not in dists
     code, report = edgeseq(bin_dir, "verify", tiny_bundle[1].bundle_dir, "--out", tmp_path / "out", tmp=tmp_path)
     rows = {r["id"]: r for r in report["artifacts"]}
     assert set(rows) == set(host_verify)
@@ -131,6 +142,11 @@ def test_newest_python_with_the_cpu_runtimes_verifies_and_benches_like_the_host(
         assert row["status"] == "ok" and row["passed"] == host_verify[aid]["passed"], (aid, row["reasons"])
         assert row["parity"]["agreement"] == pytest.approx(host_verify[aid]["parity"]["agreement"], abs=1 / 300)
     assert code == (0 if all(r["passed"] for r in rows.values()) else 1)
+    if target is NEWEST:
+        bench_like_the_host(bin_dir, tiny_bundle, host_verify, tmp_path)
+
+
+def bench_like_the_host(bin_dir: Path, tiny_bundle, host_verify: dict, tmp_path: Path) -> None:
     code, bench = edgeseq(bin_dir, "bench", tiny_bundle[1].bundle_dir, "--runs", 10, "--warmup", 1,
                           "--out", tmp_path / "bench", tmp=tmp_path)
     assert code == 0, bench
@@ -144,3 +160,33 @@ def test_newest_python_with_the_cpu_runtimes_verifies_and_benches_like_the_host(
     for name in ("latency.svg", "accuracy_latency.svg"):
         svg = (tmp_path / "bench" / name).read_text()
         assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "tflite-int8" in svg
+
+
+# (target, Python, glibc, extra) -> what pip must pick for it (aarch64 wheels; README, "What to install where")
+TARGETS = {
+    "JetPack 5 (Ubuntu 20.04)": ("3.8", 31, "tflite", {"tflite-runtime": "2.13.0"}, ("onnxruntime", "ai-edge-litert")),
+    "Raspberry Pi OS Bullseye 64-bit": ("3.9", 31, "cpu", {"onnxruntime": "1.19.2", "ai-edge-litert": "2.1.0"},
+                                        ("tflite-runtime",)),
+    "JetPack 6 (Ubuntu 22.04)": ("3.10", 35, "tflite", {"ai-edge-litert": None}, ("onnxruntime", "tflite-runtime")),
+    "Raspberry Pi OS Bookworm 64-bit": ("3.11", 36, "cpu", {"onnxruntime": None, "ai-edge-litert": None},
+                                        ("tflite-runtime",)),
+}
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_each_targets_install_line_resolves_to_its_runtimes(target, wheel, tmp_path):
+    """pip's resolver for the board's CPU (aarch64), glibc and Python, run by that Python so the extras'
+    markers see it; nothing is installed. JetPack lines never pull PyPI's onnxruntime: NVIDIA's
+    onnxruntime-gpu (the same import name) stays the one that runs."""
+    version, glibc, extra, wanted, absent = TARGETS[target]
+    tags = [f"--platform=manylinux_2_{v}_aarch64" for v in range(17, glibc + 1)] + ["--platform=manylinux2014_aarch64"]
+    report = tmp_path / "report.json"
+    done = subprocess.run([str(interpreter(version)), "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed",
+                           "--only-binary=:all:", *tags, "--target", str(tmp_path / "never"), "--report", str(report),
+                           f"{wheel}[{extra}]"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    picked = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
+              for i in json.loads(report.read_text())["install"]}
+    for name, pinned in wanted.items():
+        assert name in picked and (pinned is None or picked[name] == pinned), (name, picked)
+    assert not any(name in picked for name in absent) and "tensorflow" not in picked, picked

@@ -36,7 +36,7 @@ def test_bench_report_covers_every_runtime(tiny_bundle, small_mnist_dir):
     for row in rows.values():
         assert "error" not in row, row.get("error")
         _check_latency(row["latency"][0])
-        assert row["accuracy"]["evaluated_on"].startswith("MNIST test set (300 images)")
+        assert row["accuracy"]["evaluated_on"] == "MNIST test set (300 images, carried by the bundle)"
         assert 0 < row["accuracy"]["accuracy"] <= 1 and row["accuracy"]["agreement"] > 0.9
     assert rows["tflite-int8"]["runtime"]["runtime"] == "ai-edge-litert"
     assert rows["tflite-fp32"]["latency"][1] == {"batch": 4, "error": "artifact has a fixed batch of 1"}
@@ -51,6 +51,8 @@ def test_bench_report_covers_every_runtime(tiny_bundle, small_mnist_dir):
     assert "vs_fp32" not in rows["onnx-fp16"] and "vs_fp32" not in rows["keras"]
     cold = rows["onnx-fp32"]["cold_start"]
     assert cold["load_and_first_inference_ms"] > 0 and cold["peak_rss_mb"] >= cold["rss_before_load_mb"] > 0
+    assert cold["load_ms"] + cold["first_inference_ms"] == pytest.approx(cold["load_and_first_inference_ms"], abs=0.02)
+    assert "tensorrt_engine_build_ms" not in cold  # CPU: no engine to build
     for key in ("cpu", "cpu_count", "os", "python", "governor", "temperatures_c", "pi_throttled", "jetson_power_mode"):
         assert key in report["device"]
 

@@ -40,7 +40,8 @@ def bench_command(
 ) -> None:
     """Time every artifact (warm-up, then timed runs: mean, std, min, p50, p90, p99, max, throughput),
     measure cold start and peak memory in a fresh process, and accuracy and agreement with the Keras
-    original (MNIST test set, else the bundle's reference set), with a fingerprint of the device.
+    original (on the MNIST test set the bundle carries), with a fingerprint of the device (CPU, its SIMD
+    features, the board or Jetson module).
 
     Prints the results, then writes bench.json (versioned), bench.md and PNG plots; an interrupted run
     (Ctrl-C) writes bench.partial.json beside the last complete report and exits 130.

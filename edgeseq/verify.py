@@ -16,9 +16,9 @@ import numpy as np
 
 from edgeseq import __version__, atomic, bundle as bundles, parity
 from edgeseq.data import load_split, locate
-from edgeseq.errors import DataError, EdgeseqError, OutputError
+from edgeseq.errors import DataError, EdgeseqError, InvalidValueError, OutputError
 from edgeseq.fingerprint import host
-from edgeseq.formats import Quant, Thresholds
+from edgeseq.formats import Format, Quant, Thresholds
 from edgeseq.report import verify_markdown
 from edgeseq.runtimes import open_runner
 from edgeseq.schema import Artifact, Manifest, VerifyReport, validated, write_document
@@ -58,8 +58,10 @@ def _test_split_here(reference: bundles.Reference, data_dir) -> tuple[np.ndarray
 
 
 def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | None = None,
-           threads: int | None = None, limit: int | None = None, on_start=None, on_artifact=None) -> dict:
-    """Check every artifact of ``bundle_dir``; returns the report (see :func:`write_report`).
+           threads: int | None = None, limit: int | None = None, formats=None, on_start=None,
+           on_artifact=None) -> dict:
+    """Check every artifact of ``bundle_dir`` (or those of ``formats``: a device with one runtime checks
+    what it can run); returns the report (see :func:`write_report`).
 
     The manifest, the reference set and every artifact's size and SHA-256 are checked before anything
     runs: a bundle that was changed since export is refused (:class:`~edgeseq.errors.IntegrityError`)."""
@@ -69,11 +71,14 @@ def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | No
     reference = bundles.read_reference(bundle_dir, manifest)
     paths = dict(zip((a.id for a in manifest.ok_artifacts()), bundles.check_artifacts(bundle_dir, manifest)))
     images, digits, keras_outputs, described = evaluation_set(manifest, reference, data_dir, limit)
+    entries = [a for a in manifest.artifacts if formats is None or a.format in set(formats)]
+    if not entries:
+        raise InvalidValueError(f"bundle {bundle_dir} has no {' or '.join(Format(f).value for f in formats)} artifacts")
     if on_start:
-        on_start(len(manifest.artifacts))
+        on_start(len(entries))
     fp32_sizes = {a.format: a.bytes for a in manifest.ok_artifacts() if a.quant is Quant.fp32}
     rows = []
-    for entry in manifest.artifacts:
+    for entry in entries:
         row = {"id": entry.id, "format": entry.format.value, "quant": entry.quant.value, "file": entry.file,
                "bytes": entry.bytes, "coverage": entry.coverage_json(), "notes": list(entry.notes),
                "recipe": entry.recipe, "thresholds": thresholds.for_quant(entry.quant)}

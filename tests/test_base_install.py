@@ -119,6 +119,11 @@ def test_python38_with_only_tflite_runtime_verifies_and_reads_a_video(tiny_bundl
     for aid in (a for a in rows if a.startswith("onnx-")):
         (reason,) = rows[aid]["reasons"]
         assert rows[aid]["status"] == "error" and "pip install 'edgeseq[onnx]'" in reason and "\n" not in reason
+    # a device with one runtime verifies what it can run
+    code, only = edgeseq(bin_dir, "verify", tiny_bundle[1].bundle_dir, "--format", "tflite", "--images", 100,
+                         "--out", tmp_path / "only", tmp=tmp_path)
+    assert [r["id"] for r in only["artifacts"]] == [a for a in rows if a.startswith("tflite-")] and only["examples"] == 100
+    assert code == (0 if only["passed"] else 1)
     # the webcam loop on a demo video, TFLite artifacts side by side
     code, demo = edgeseq(bin_dir, "demo-video", tmp_path / "demo.mp4", "--frames", 8, "--data-dir", small_mnist_dir, tmp=tmp_path)
     assert code == 0, demo

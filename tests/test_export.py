@@ -385,3 +385,10 @@ def test_verify_images_checks_the_first_n_only(tiny_bundle, tmp_path):
     assert report["examples"] == 50 and report["evaluated_on"].startswith("the first 50 of the MNIST test set")
     assert all(r["parity"]["examples"] == 50 for r in report["artifacts"] if r["status"] == "ok")
     assert done.exit_code == (0 if report["passed"] else 1)
+
+
+def test_verify_format_checks_that_formats_artifacts_only(tiny_bundle, tmp_path):
+    done = CliRunner().invoke(app, ["verify", str(tiny_bundle[1].bundle_dir), "--format", "onnx", "--images", "20",
+                                    "--out", str(tmp_path), "--json"])
+    report = json.loads(done.stdout)["result"]
+    assert {r["format"] for r in report["artifacts"]} == {"onnx"} and len(report["artifacts"]) == 4

@@ -1,7 +1,7 @@
 """``edgeseq verify``: every artifact of a bundle against the Keras original, with pass/fail per threshold."""
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -10,6 +10,7 @@ from edgeseq.cli import app
 from edgeseq.cli.common import (DataDir, JsonFlag, QuietFlag, check_out, finish, fraction, non_negative, print_verify,
                                 progress, save_reports, user_errors)
 from edgeseq.errors import EXIT_FAILED
+from edgeseq.formats import Format
 
 
 @app.command("verify")
@@ -17,6 +18,8 @@ def verify_command(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory written by `edgeseq export`.")],
     data_dir: DataDir = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Runtime threads (default: the runtime's).")] = None,
+    format: Annotated[Optional[List[Format]], typer.Option("--format", "-f", help="Verify only this format's "
+                                                           "artifacts (repeat for several): a device with one runtime.")] = None,
     images: Annotated[Optional[int], typer.Option(min=1, help="Verify on the first N test images only (a quick "
                                                   "check: each agreement's 95 % interval says what N can tell).")] = None,
     min_agreement_int8: Annotated[float, typer.Option(callback=fraction, help="int8: minimum top-1 agreement with Keras.")] = 0.995,
@@ -46,7 +49,7 @@ def verify_command(
                                 int8_min_mac_share=min_int8_macs)
         check_out(out)
         with progress("verify", quiet) as shown:
-            reply.result = report = verify(bundle, data_dir=data_dir, thresholds=thresholds, threads=threads, limit=images,
+            reply.result = report = verify(bundle, data_dir=data_dir, thresholds=thresholds, threads=threads, limit=images, formats=format,
                                            on_start=shown.start, on_artifact=lambda row: shown.advance(_verdict(row)))
         if not as_json:
             print_verify(report)

@@ -5,7 +5,8 @@
 A verdict measured on x86 is not proof for a Raspberry Pi: XNNPACK and MLAS have separate NEON paths, and
 a Cortex-A76 (Pi 5) has fp16 arithmetic that ONNX Runtime uses. This script
 
-1. builds (once, cached in ``--root``) a Debian bookworm arm64 root file system with ``debootstrap`` and a
+1. builds (once, cached in ``--root``) a Debian arm64 root file system (``--suite``: bookworm, the base of
+   Raspberry Pi OS Bookworm with Python 3.11, or bullseye, Python 3.9) with ``debootstrap`` and a
    venv in it, run through ``qemu-user-static`` and binfmt_misc (root is needed for debootstrap, chroot
    and the mounts; the tools come from Debian: ``apt-get install debootstrap qemu-user-static``);
 2. builds the edgeseq wheel from a clean copy of the committed tree (``git archive HEAD``) and installs it
@@ -38,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 ZOO = ("mlp", "rnn", "rnn128", "lstm", "gru", "seq2seq")
-SUITE = "bookworm"
+SUITES = {"bookworm": "Raspberry Pi OS Bookworm (Python 3.11)", "bullseye": "Raspberry Pi OS Bullseye (Python 3.9)"}
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = "python3,python3-venv,python3-pip,ca-certificates"
 VENV = "/opt/edgeseq"
@@ -62,8 +63,10 @@ def main() -> int:
     parser.add_argument("--cpus", nargs="+", default=list(CPUS), choices=list(CPUS))
     parser.add_argument("--images", type=int, default=None, help="verify on the first N test images only")
     parser.add_argument("--bench-runs", type=int, default=20, help="timed runs per artifact in the short bench (0: none)")
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("EDGESEQ_ARM64_ROOT", Path.home() / ".cache" /
-                                                                         "edgeseq" / "arm64-bookworm")))
+    parser.add_argument("--suite", default="bookworm", choices=list(SUITES), help="Debian release of the userland: "
+                        + ", ".join(f"{k} = {v}" for k, v in SUITES.items()))
+    parser.add_argument("--root", type=Path, default=None, help="the userland (default: "
+                        "$EDGESEQ_ARM64_ROOT, else ~/.cache/edgeseq/arm64-SUITE)")
     parser.add_argument("--out", type=Path, default=RESULTS / "arm64_parity", help="results stem (.json and .md)")
     parser.add_argument("--jobs", type=int, default=2, help="emulated verifies run side by side")
     parser.add_argument("--threads", type=int, default=1, help="runtime threads in the userland (emulated idle "
@@ -73,15 +76,16 @@ def main() -> int:
     missing = [str(b) for b in bundles if not (b / "manifest.json").is_file()]
     if missing:
         sys.exit(f"error: no bundle at {', '.join(missing)} (benchmarks/export_matrix.py writes the zoo's)")
+    root = args.root or Path(os.environ.get("EDGESEQ_ARM64_ROOT") or Path.home() / ".cache" / "edgeseq" / f"arm64-{args.suite}")
     check_tools()
-    userland(args.root)
-    wheel_versions = install_edgeseq(args.root)
+    userland(root, args.suite)
+    wheel_versions = install_edgeseq(root)
     started = time.perf_counter()
     x86 = {b: verify_here(b, args.images) for b in bundles}
     jobs = [(cpu, b) for cpu in args.cpus for b in bundles]
-    arm = run_emulated(args.root, jobs, args.images, args.bench_runs, args.jobs, args.threads)
+    arm = run_emulated(root, jobs, args.images, args.bench_runs, args.jobs, args.threads)
     report = {"schema": "edgeseq.arm64-parity/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "host": host_facts(), "userland": {"suite": SUITE, "python": wheel_versions.pop("python"),
+              "host": host_facts(), "userland": {"suite": args.suite, "python": wheel_versions.pop("python"),
                                                  "packages": wheel_versions},
               "images": args.images, "threads": args.threads, "seconds": round(time.perf_counter() - started),
               "models": [model_entry(b, x86[b], {cpu: arm[(cpu, b)] for cpu in args.cpus}) for b in bundles]}
@@ -111,7 +115,7 @@ def check_tools() -> None:
         sys.exit("error: no binfmt_misc entry for qemu-aarch64 (update-binfmts --enable qemu-aarch64 failed)")
 
 
-def userland(root: Path) -> None:
+def userland(root: Path, suite: str) -> None:
     """The arm64 root file system with a venv, built once (a partial build is redone, never reused)."""
     if (root / READY).is_file():
         return
@@ -119,10 +123,10 @@ def userland(root: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
     print(f"building the arm64 userland in {root} (debootstrap, a few minutes)", flush=True)
-    sh("debootstrap", "--arch=arm64", "--variant=minbase", f"--include={PACKAGES}", SUITE, partial, MIRROR)
+    sh("debootstrap", "--arch=arm64", "--variant=minbase", f"--include={PACKAGES}", suite, partial, MIRROR)
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
-    (root / READY).write_text(f"debootstrap --arch=arm64 --variant=minbase --include={PACKAGES} {SUITE}\n")
+    (root / READY).write_text(f"debootstrap --arch=arm64 --variant=minbase --include={PACKAGES} {suite}\n")
 
 
 def chroot(root: Path, command: str, cpu: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:

@@ -167,24 +167,26 @@ def bench_like_the_host(bin_dir: Path, tiny_bundle, host_verify: dict, tmp_path:
         assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "tflite-int8" in svg
 
 
-# (target, Python, glibc, extra) -> what pip must pick for it (aarch64 wheels; README, "What to install where")
+# target -> (Python, CPU, glibc, extra, what pip must pick, what it must not) (README, "What to install where")
 TARGETS = {
-    "JetPack 5 (Ubuntu 20.04)": ("3.8", 31, "tflite", {"tflite-runtime": "2.13.0"}, ("onnxruntime", "ai-edge-litert")),
-    "Raspberry Pi OS Bullseye 64-bit": ("3.9", 31, "cpu", {"onnxruntime": "1.19.2", "ai-edge-litert": "2.1.0"},
+    "JetPack 5 (Ubuntu 20.04)": ("3.8", "aarch64", 31, "tflite", {"tflite-runtime": "2.13.0"},
+                                 ("onnxruntime", "ai-edge-litert")),
+    "Raspberry Pi OS Bullseye 64-bit": ("3.9", "aarch64", 31, "cpu", {"onnxruntime": "1.19.2", "ai-edge-litert": "2.1.0"},
                                         ("tflite-runtime",)),
-    "JetPack 6 (Ubuntu 22.04)": ("3.10", 35, "tflite", {"ai-edge-litert": None}, ("onnxruntime", "tflite-runtime")),
-    "Raspberry Pi OS Bookworm 64-bit": ("3.11", 36, "cpu", {"onnxruntime": None, "ai-edge-litert": None},
+    "JetPack 6 (Ubuntu 22.04)": ("3.10", "aarch64", 35, "tflite", {"ai-edge-litert": None}, ("onnxruntime", "tflite-runtime")),
+    "Raspberry Pi OS Bookworm 64-bit": ("3.11", "aarch64", 36, "cpu", {"onnxruntime": None, "ai-edge-litert": None},
                                         ("tflite-runtime",)),
+    "x86 CUDA machine": ("3.11", "x86_64", 35, "gpu", {"onnxruntime-gpu": None, "ai-edge-litert": None}, ("onnxruntime",)),
 }
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_each_targets_install_line_resolves_to_its_runtimes(target, wheel, tmp_path):
-    """pip's resolver for the board's CPU (aarch64), glibc and Python, run by that Python so the extras'
-    markers see it; nothing is installed. JetPack lines never pull PyPI's onnxruntime: NVIDIA's
-    onnxruntime-gpu (the same import name) stays the one that runs."""
-    version, glibc, extra, wanted, absent = TARGETS[target]
-    tags = [f"--platform=manylinux_2_{v}_aarch64" for v in range(17, glibc + 1)] + ["--platform=manylinux2014_aarch64"]
+    """pip's resolver for the board's CPU, glibc and Python, run by that Python so the extras' markers see
+    it; nothing is installed. JetPack lines never pull PyPI's onnxruntime: NVIDIA's onnxruntime-gpu (the
+    same import name) stays the one that runs."""
+    version, cpu, glibc, extra, wanted, absent = TARGETS[target]
+    tags = [f"--platform=manylinux_2_{v}_{cpu}" for v in range(17, glibc + 1)] + [f"--platform=manylinux2014_{cpu}"]
     report = tmp_path / "report.json"
     done = subprocess.run([str(interpreter(version)), "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed",
                            "--only-binary=:all:", *tags, "--target", str(tmp_path / "never"), "--report", str(report),

@@ -137,11 +137,18 @@ def _start_worker(setup: Callable, setup_args: tuple, job_fn: Callable) -> tuple
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # find job_fn's module
     worker = subprocess.Popen([sys.executable, "-m", "edgeseq.export.isolation", str(to_child_r), str(from_child_w),
                                str(os.getpid())],
-                              pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL)
+                              pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL,
+                              start_new_session=True)  # a terminal's Ctrl-C reaches the export, which kills it
     os.close(to_child_r)
     os.close(from_child_w)
     parent_end = _Duplex(Connection(from_child_r, writable=False), Connection(to_child_w, readable=False))
-    parent_end.send(pickle.dumps((setup, setup_args, job_fn)))
+    try:
+        parent_end.send(pickle.dumps((setup, setup_args, job_fn)))
+    except BaseException:  # Ctrl-C before the caller holds the worker: it must not outlive this
+        worker.kill()
+        worker.wait()
+        parent_end.close()
+        raise
     return parent_end, worker
 
 
@@ -185,10 +192,14 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _child_main(read_fd: int, write_fd: int, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the export owns Ctrl-C: it kills this worker, never a traceback
     _die_with_parent(parent)
     connection = _Duplex(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
-    setup, setup_args, job_fn = pickle.loads(connection.recv())
-    _worker(connection, setup, setup_args, job_fn)
+    try:
+        setup, setup_args, job_fn = pickle.loads(connection.recv())
+        _worker(connection, setup, setup_args, job_fn)
+    except (EOFError, OSError):  # the export was interrupted and closed its end: nothing left to do, nothing to say
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -29,3 +29,22 @@ def test_a_hanging_converter_times_out(tmp_path):
                             log_name=lambda j: f"{j}.log", timeout_s=3)
     assert not outcomes[0].ok and "timed out after 3 s" in outcomes[0].error
     assert outcomes[1].ok
+
+
+def test_a_worker_whose_export_is_gone_exits_quietly(capfd, tmp_path):
+    """A terminal's Ctrl-C goes to its foreground process group: the worker sits in a session of its own,
+    ignores SIGINT, and when the interrupted export closes its end of the pipe, leaves without a traceback
+    (the export kills it otherwise)."""
+    import os
+    import signal
+
+    from edgeseq.export.isolation import _start_worker
+
+    parent_end, worker = _start_worker(crashers.setup, ("hello",), crashers.job)
+    assert os.getsid(worker.pid) != os.getsid(0)
+    parent_end.send(("a", str(tmp_path / "a.log")))
+    assert parent_end.recv()[0] is True  # up and waiting for the next job
+    worker.send_signal(signal.SIGINT)
+    parent_end.close()
+    assert worker.wait(timeout=60) == 0
+    assert "Traceback" not in capfd.readouterr().err

@@ -68,10 +68,14 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=None, help="the userland (default: "
                         "$EDGESEQ_ARM64_ROOT, else ~/.cache/edgeseq/arm64-SUITE)")
     parser.add_argument("--out", type=Path, default=RESULTS / "arm64_parity", help="results stem (.json and .md)")
+    parser.add_argument("--render", type=Path, default=None, help="only write the markdown of an existing results JSON")
     parser.add_argument("--jobs", type=int, default=2, help="emulated verifies run side by side")
     parser.add_argument("--threads", type=int, default=1, help="runtime threads in the userland (emulated idle "
                                                                "threads spin at full cost)")
     args = parser.parse_args()
+    if args.render:
+        args.out.with_suffix(".md").write_text(markdown(json.loads(args.render.read_text())))
+        return 0
     bundles = args.bundles or [args.runs / m / "bundle" for m in args.models]
     missing = [str(b) for b in bundles if not (b / "manifest.json").is_file()]
     if missing:
@@ -174,7 +178,8 @@ def install_edgeseq(root: Path) -> dict:
             old.unlink()
         shutil.copy(wheel, root / "tmp" / wheel.name)
     print(f"installing {wheel.name}[cpu] in the arm64 userland", flush=True)
-    done = chroot(root, f"[ -x {VENV}/bin/python ] || python3 -m venv {VENV}; "
+    # a fresh pip first, as the README says: Bullseye's pip 20.3 backtracks for many minutes over old releases
+    done = chroot(root, f"[ -x {VENV}/bin/python ] || python3 -m venv {VENV}; {VENV}/bin/pip install -q --upgrade pip && "
                         f"{VENV}/bin/pip install -q --force-reinstall --no-deps /tmp/{wheel.name} && "
                         f"{VENV}/bin/pip install -q '/tmp/{wheel.name}[cpu]' && "
                         f"{VENV}/bin/python -c 'import json, platform, importlib.metadata as m; print(json.dumps("
@@ -315,7 +320,18 @@ def _fmt(cell: dict) -> str:
     if cell.get("status") != "ok":
         return f"{cell['status'].upper()}"
     verdict = "PASS" if cell["passed"] else "FAIL"
+    if not cell["passed"] and any("inconclusive" in r for r in cell.get("reasons") or []):
+        verdict = "FAIL (inconclusive)"
     return f"{verdict} {cell['agreement'] * 100:.2f}% / {cell['max_abs_diff']:.1e}"
+
+
+def _arguments(report: dict) -> str:
+    models = [m["model"] for m in report["models"]]
+    cpus = sorted({c for m in report["models"] for a in m["artifacts"] for c in CPUS if c in a})
+    found = "" if report["userland"]["suite"] == "bookworm" else f" --suite {report['userland']['suite']}"
+    found += "" if models == list(ZOO) else " --models " + " ".join(models)
+    found += "" if cpus == sorted(CPUS) else " --cpus " + " ".join(cpus)
+    return found + (f" --images {report['images']}" if report.get("images") else "")
 
 
 def markdown(report: dict) -> str:
@@ -323,7 +339,8 @@ def markdown(report: dict) -> str:
     host = report["host"]
     land = report["userland"]
     out = ["# Parity on ARM kernels (emulated arm64: Raspberry Pi 5 and Pi 4 CPU models)", "",
-           "Reproduce: `sudo python benchmarks/arm64_parity.py` (after `benchmarks/export_matrix.py`).", "",
+           f"Reproduce: `sudo python benchmarks/arm64_parity.py{_arguments(report)}` (after "
+           "`benchmarks/export_matrix.py`).", "",
            f"Host: {host['cpu']} ({host['cores']} cores; flags {', '.join(host['flags'])}); {host['qemu']}. "
            f"Userland: Debian {land['suite']} arm64, Python {land['python']}, "
            + ", ".join(f"{k} {v}" for k, v in land["packages"].items()) + ".",
@@ -331,6 +348,8 @@ def markdown(report: dict) -> str:
            f"{'the first %d' % report['images'] if report['images'] else 'all'} test images carried by the "
            "bundle (no MNIST in the userland). x86 is the same verify on this host in the same run. "
            "`cortex-a76` = Pi 5 (asimdhp, asimddp: fp16 arithmetic and dot product), `cortex-a72` = Pi 4 (neither). "
+           "*Inconclusive*: a miss whose 95 % interval on this many images still holds the bar (the 10,000-image "
+           "verdicts on x86 are in export_matrix.md). "
            f"Emulation timings mean nothing and are not shown. Total {report['seconds']} s.", ""]
     for m in report["models"]:
         out += [f"## {m['model']}", "", "| artifact | x86 | " + " | ".join(cpus) + " |", "|---|---|" + "---|" * len(cpus)]

@@ -338,7 +338,9 @@ def markdown(report: dict) -> str:
     cpus = [c for c in CPUS if any(c in a for m in report["models"] for a in m["artifacts"])]
     host = report["host"]
     land = report["userland"]
-    out = ["# Parity on ARM kernels (emulated arm64: Raspberry Pi 5 and Pi 4 CPU models)", "",
+    boards = {"cortex-a76": "Raspberry Pi 5", "cortex-a72": "Raspberry Pi 4"}
+    out = [f"# Parity on ARM kernels (emulated arm64, Debian {land['suite']}: "
+           + ", ".join(f"{boards[c]} CPU" for c in cpus) + ")", "",
            f"Reproduce: `sudo python benchmarks/arm64_parity.py{_arguments(report)}` (after "
            "`benchmarks/export_matrix.py`).", "",
            f"Host: {host['cpu']} ({host['cores']} cores; flags {', '.join(host['flags'])}); {host['qemu']}. "

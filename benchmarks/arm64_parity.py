@@ -266,8 +266,9 @@ def model_entry(bundle: Path, x86: dict, arm: dict) -> dict:
     """Per artifact: x86 and each CPU's verdict, agreement and max |diff|; the differences named."""
     x86_rows = _rows(x86)
     artifacts, differences = [], []
+    hashes = {a["id"]: a.get("sha256") for a in json.loads((bundle / "manifest.json").read_text())["artifacts"]}
     for aid, xr in x86_rows.items():
-        entry = {"id": aid, "x86": _cell(xr)}
+        entry = {"id": aid, "sha256": hashes.get(aid), "x86": _cell(xr)}
         for cpu, result in arm.items():
             ar = _rows(result["verify"]).get(aid)
             entry[cpu] = _cell(ar) if ar else {"status": "missing"}

@@ -141,8 +141,12 @@ def read_reference(bundle_dir: str | Path, manifest: Manifest | None = None) -> 
         raise DataError(f"{path} is not a readable reference set ({type(exc).__name__}: {str(exc)[:120]})") from None
     reference = Reference(inputs, labels, outputs, test_outputs, sha)
     _check_reference(reference, path, manifest)
-    return Reference(inputs.astype(np.float32) / np.float32(255.0), labels.astype(np.uint8), outputs.astype(np.float32),
-                     None if test_outputs is None else test_outputs.astype(np.float32), sha)
+    found = Reference(inputs.astype(np.float32) / np.float32(255.0), labels.astype(np.uint8), outputs.astype(np.float32),
+                      None if test_outputs is None else test_outputs.astype(np.float32), sha)
+    if test_outputs is outputs and not found.whole_split:
+        raise DataError(f"{path} is not a valid reference set: it has no test_outputs, so its inputs must be the "
+                        "whole test split its fingerprint names, and they are not")
+    return found
 
 
 def _check_reference(ref: Reference, path: Path, manifest: Manifest | None) -> None:

@@ -289,6 +289,8 @@ REFERENCE_FAULTS = {
     "pickled objects": (lambda b: _rewrite_reference(b, labels=np.array([{"x": 1}] * 300, dtype=object)),
                         "not a readable reference set"),
     "other test set": (lambda b: _rewrite_reference(b, test_sha256=np.array("0" * 64)), "test-set fingerprint"),
+    "inputs not the split": (lambda b: _rewrite_reference(b, inputs=np.zeros((300, 28, 28), np.uint8)),
+                             "must be the whole test split"),
     "a folder": (lambda b: ((b / "reference.npz").unlink(), (b / "reference.npz").mkdir()), "has no reference.npz"),
 }
 

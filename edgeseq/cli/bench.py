@@ -40,8 +40,7 @@ def bench_command(
 ) -> None:
     """Time every artifact (warm-up, then timed runs: mean, std, min, p50, p90, p99, max, throughput),
     measure cold start and peak memory in a fresh process, and accuracy and agreement with the Keras
-    original (on the MNIST test set the bundle carries), with a fingerprint of the device (CPU, its SIMD
-    features, the board or Jetson module).
+    original (on the test set the bundle carries), with a fingerprint of the device (CPU, SIMD features, board).
 
     Prints the results, then writes bench.json (versioned), bench.md and PNG plots; an interrupted run
     (Ctrl-C) writes bench.partial.json beside the last complete report and exits 130.

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,16 @@ def fresh_venv(version: str, requirement: str, where: Path) -> Path:
     return where / "bin"
 
 
+@pytest.fixture(scope="module")
+def venvs(wheel, tmp_path_factory) -> dict:
+    """The three fresh venvs, installed side by side (each install mostly waits on PyPI)."""
+    root = tmp_path_factory.mktemp("venvs")
+    targets = (TFLITE_ONLY, BULLSEYE, NEWEST)
+    with ThreadPoolExecutor(len(targets)) as pool:
+        futures = {t: pool.submit(fresh_venv, t[0], f"{wheel}[{t[1]}]", root / f"python{t[0]}") for t in targets}
+        return {t: f.result() for t, f in futures.items()}
+
+
 def installed(bin_dir: Path) -> dict:
     script = "import json, importlib.metadata as m; print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()}))"
     return json.loads(subprocess.run([str(bin_dir / "python"), "-c", script], capture_output=True, text=True,
@@ -96,10 +107,9 @@ def host_verify(tiny_bundle, tmp_path_factory) -> dict:
     return {r["id"]: r for r in verify(tiny_bundle[1].bundle_dir, data_dir=tmp_path_factory.mktemp("none"))["artifacts"]}
 
 
-def test_python38_with_only_tflite_runtime_verifies_and_reads_a_video(tiny_bundle, wheel, host_verify, tmp_path,
+def test_python38_with_only_tflite_runtime_verifies_and_reads_a_video(tiny_bundle, venvs, host_verify, tmp_path,
                                                                      small_mnist_dir):
-    version, extra = TFLITE_ONLY
-    bin_dir = fresh_venv(version, f"{wheel}[{extra}]", tmp_path / "venv")
+    bin_dir = venvs[TFLITE_ONLY]
     dists = installed(bin_dir)
     assert "tflite-runtime" in dists and "ai-edge-litert" not in dists, dists
     assert not any(d.startswith("onnxruntime") for d in dists) and "tensorflow" not in dists, dists
@@ -134,9 +144,8 @@ def test_python38_with_only_tflite_runtime_verifies_and_reads_a_video(tiny_bundl
 
 
 @pytest.mark.parametrize("target", [BULLSEYE, NEWEST], ids=lambda t: f"python{t[0]}-{t[1]}")
-def test_the_cpu_runtimes_verify_like_the_host(target, tiny_bundle, wheel, host_verify, tmp_path):
-    version, extra = target
-    bin_dir = fresh_venv(version, f"{wheel}[{extra}]", tmp_path / "venv")
+def test_the_cpu_runtimes_verify_like_the_host(target, tiny_bundle, venvs, host_verify, tmp_path):
+    bin_dir = venvs[target]
     dists = installed(bin_dir)
     assert {"onnxruntime", "ai-edge-litert"} <= set(dists) and "tensorflow" not in dists, dists
     assert "tflite-runtime" not in dists
@@ -180,20 +189,34 @@ TARGETS = {
 }
 
 
-@pytest.mark.parametrize("target", list(TARGETS))
-def test_each_targets_install_line_resolves_to_its_runtimes(target, wheel, tmp_path):
-    """pip's resolver for the board's CPU, glibc and Python, run by that Python so the extras' markers see
-    it; nothing is installed. JetPack lines never pull PyPI's onnxruntime: NVIDIA's onnxruntime-gpu (the
-    same import name) stays the one that runs."""
-    version, cpu, glibc, extra, wanted, absent = TARGETS[target]
+def resolve(target: str, wheel: Path, where: Path) -> dict:
+    """What pip picks for ``target``'s CPU, glibc and Python, run by that Python so the extras' markers see
+    it; nothing is installed."""
+    version, cpu, glibc, extra, _, _ = TARGETS[target]
     tags = [f"--platform=manylinux_2_{v}_{cpu}" for v in range(17, glibc + 1)] + [f"--platform=manylinux2014_{cpu}"]
-    report = tmp_path / "report.json"
+    where.mkdir(parents=True)
     done = subprocess.run([str(interpreter(version)), "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed",
-                           "--only-binary=:all:", *tags, "--target", str(tmp_path / "never"), "--report", str(report),
-                           f"{wheel}[{extra}]"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-1500:]
-    picked = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
-              for i in json.loads(report.read_text())["install"]}
+                           "--only-binary=:all:", *tags, "--target", str(where / "never"), "--report",
+                           str(where / "report.json"), f"{wheel}[{extra}]"], capture_output=True, text=True)
+    assert done.returncode == 0, (target, done.stderr[-1500:])
+    return {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
+            for i in json.loads((where / "report.json").read_text())["install"]}
+
+
+@pytest.fixture(scope="module")
+def resolutions(wheel, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("resolve")
+    with ThreadPoolExecutor(len(TARGETS)) as pool:
+        futures = {t: pool.submit(resolve, t, wheel, root / f"t{i}") for i, t in enumerate(TARGETS)}
+        return {t: f.result() for t, f in futures.items()}
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_each_targets_install_line_resolves_to_its_runtimes(target, resolutions):
+    """JetPack lines never pull PyPI's onnxruntime: NVIDIA's onnxruntime-gpu (the same import name) stays
+    the one that runs."""
+    *_, wanted, absent = TARGETS[target]
+    picked = resolutions[target]
     for name, pinned in wanted.items():
         assert name in picked and (pinned is None or picked[name] == pinned), (name, picked)
     assert not any(name in picked for name in absent) and "tensorflow" not in picked, picked

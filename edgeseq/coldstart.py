@@ -3,6 +3,8 @@ runtime import, the load and the first inference (apart and together; with ``ten
 build), then a few more runs, and print JSON with the peak resident memory. Used by ``edgeseq bench``;
 runs without TensorFlow."""
 
+from __future__ import annotations
+
 import json
 import resource
 import sys

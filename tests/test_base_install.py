@@ -134,6 +134,13 @@ def test_python38_with_only_tflite_runtime_verifies_and_reads_a_video(tiny_bundl
                          "--out", tmp_path / "only", tmp=tmp_path)
     assert [r["id"] for r in only["artifacts"]] == [a for a in rows if a.startswith("tflite-")] and only["examples"] == 100
     assert code == (0 if only["passed"] else 1)
+    # bench of the TFLite files, cold start included
+    tflite = [tiny_bundle[1].bundle_dir / row["file"] for aid, row in rows.items() if aid in ("tflite-fp32", "tflite-int8")]
+    code, bench = edgeseq(bin_dir, "bench", *tflite, "--runs", 5, "--warmup", 1, "--out", tmp_path / "bench", tmp=tmp_path)
+    assert code == 0 and bench["device"]["python"].startswith("3.8."), bench
+    for row in bench["artifacts"]:
+        assert row["runtime"]["runtime"] == "tflite-runtime" and row["latency"][0]["p50_us"] > 0, row
+        assert row["cold_start"]["load_and_first_inference_ms"] > 0 and row["accuracy"]["agreement"] > 0.9, row
     # the webcam loop on a demo video, TFLite artifacts side by side
     code, demo = edgeseq(bin_dir, "demo-video", tmp_path / "demo.mp4", "--frames", 8, "--data-dir", small_mnist_dir, tmp=tmp_path)
     assert code == 0, demo

@@ -37,7 +37,7 @@ from edgeseq.webcam.preprocess import find_digits
 from edgeseq.webcam.scenes import CONDITIONS, scenes
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS = {"recall": 0.99, "precision": 0.99, "read_right": 0.97, "exact_frames": 0.95}
+TARGETS = {"recall": 0.99, "precision": 0.99, "read_right": 0.97, "exact_frames": 0.95}  # the bars
 
 
 def iou(a, b) -> float:
@@ -65,6 +65,12 @@ def score(rows: list[dict], names: list[str], reference: str) -> dict:
     found = sum(r["found"] for r in rows)
     matched = sum(r["matched"] for r in rows)
     multi = [r for r in rows if r["truth"] > 1]
+    mnist_multi = [r for r in multi if r["pristine_exact"] is not None]
+    by_source = {}
+    for kind in ("mnist", "strokes"):
+        count = sum(r["source_digits"][kind] for r in rows)
+        by_source[kind] = {"digits": count, "read_right": round(sum(r["source_right"][kind] for r in rows) / count, 4) if count else None}
+    pristine = sum(r["pristine_right"] for r in rows)
     out = {"frames": len(rows), "digits": truth, "detections": found,
            "recall": round(matched / truth, 4) if truth else None,
            "precision": round(matched / found, 4) if found else None,
@@ -72,6 +78,13 @@ def score(rows: list[dict], names: list[str], reference: str) -> dict:
            "agreement": {n: round(sum(r["agree"][n] for r in rows) / found, 4) for n in names} if found else {},
            "multi_digit_frames": len(multi),
            "exact_frames": round(sum(r["exact"] for r in multi) / len(multi), 4) if multi else None,
+           "segmented_frames": round(sum(r["segmented"] for r in multi) / len(multi), 4) if multi else None,
+           "read_right_by_source": by_source,
+           "pristine_read_right": round(pristine / by_source["mnist"]["digits"], 4) if by_source["mnist"]["digits"] else None,
+           "mnist_only_multi_digit_frames": len(mnist_multi),
+           "mnist_only_exact_frames": round(sum(r["exact"] for r in mnist_multi) / len(mnist_multi), 4) if mnist_multi else None,
+           "mnist_only_pristine_exact_frames": (round(sum(r["pristine_exact"] for r in mnist_multi) / len(mnist_multi), 4)
+                                                if mnist_multi else None),
            "detect_ms_p50": round(float(np.median([r["detect_ms"] for r in rows])), 1)}
     out["reference_read_right"] = out["read_right"].get(reference)
     return out
@@ -107,10 +120,26 @@ def main(argv: list[str] | None = None) -> int:
             x = np.stack([d.image for d in found]).reshape((-1, *shape))
             read = {n: readings(kind, r.run(x, batch=1)) for n, r in runners.items()}
         truth_words = [words[label] for label in scene.labels]
+        # The same MNIST digits straight from the test set: what the model reads with no camera in between.
+        mnist = [int(src.split(":")[1]) if src.startswith("mnist:") else None for src in scene.sources]
+        pristine = {}
+        if any(i is not None for i in mnist):
+            kept = [k for k, i in enumerate(mnist) if i is not None]
+            x0 = test.images[[mnist[k] for k in kept]].reshape((-1, *shape))
+            pristine = dict(zip(kept, readings(kind, runners[reference].run(x0, batch=1))))
+        ordered = [pairs.get(i) for i in range(len(scene.labels))]
         row = {"truth": len(scene.labels), "found": len(found), "matched": len(pairs), "detect_ms": detect_ms,
                "right": {n: sum(read[n][j] == truth_words[i] for i, j in pairs.items()) if found else 0 for n in names},
                "agree": {n: sum(a == b for a, b in zip(read[n], read[reference])) if found else 0 for n in names},
-               "exact": bool(found) and read[reference] == truth_words}
+               "exact": bool(found) and read[reference] == truth_words,
+               "segmented": len(found) == len(scene.labels) and ordered == list(range(len(scene.labels))),
+               "source_digits": {"mnist": len(pristine), "strokes": len(scene.labels) - len(pristine)},
+               "source_right": {kind_: sum(read[reference][j] == truth_words[i] for i, j in pairs.items()
+                                           if (i in pristine) == (kind_ == "mnist")) if found else 0
+                                for kind_ in ("mnist", "strokes")},
+               "pristine_right": sum(pristine[k] == truth_words[k] for k in pristine),
+               "pristine_exact": (all(pristine[k] == truth_words[k] for k in pristine)
+                                  if len(pristine) == len(scene.labels) else None)}
         rows[scene.condition].append(row)
         if args.dump and (len(pairs) < len(scene.labels) or len(found) > len(pairs) or not row["exact"]):
             _dump(args.dump, number, scene, found, read.get(reference, []), truth_words)
@@ -127,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     total = report["all"]
     report["meets"] = {"recall": total["recall"] >= TARGETS["recall"], "precision": total["precision"] >= TARGETS["precision"],
                        "read_right": total["reference_read_right"] >= TARGETS["read_right"],
+                       "segmented_frames": total["segmented_frames"] >= TARGETS["exact_frames"],
                        "exact_frames": total["exact_frames"] >= TARGETS["exact_frames"]}
     suffix = "" if not args.conditions else "-" + "-".join(args.conditions)
     atomic.write_json(RESULTS / f"webcam_realism{suffix}.json", report)
@@ -142,19 +172,30 @@ def _pct(value) -> str:
 
 def render(report: dict, names: list[str]) -> str:
     total, reference = report["all"], report["reference"]
+    src = total["read_right_by_source"]
     lines = ["# Webcam pipeline on camera-like frames, per condition", "",
              f"Command: `{report['command']}`  ",
              f"Device: {report['device']['cpu']} ({report['device']['cpu_count']} cores); bundle `{report['bundle']}`; "
              f"reading by `{reference}`; seed {report['seed']}.", "",
-             f"All: {total['frames']} frames, {total['digits']} digits. Detection recall **{_pct(total['recall'])}**, "
-             f"precision **{_pct(total['precision'])}** (IoU >= 0.5); read right **{_pct(total['reference_read_right'])}**; "
-             f"multi-digit frames read exactly **{_pct(total['exact_frames'])}** of {total['multi_digit_frames']}. "
-             "Targets: 99 %, 99 %, 97 %, 95 %.", "",
-             "| condition | frames | digits | recall | precision | read right | exact frames | detect ms p50 | what |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"- **{total['frames']} frames, {total['digits']} digits** ({src['mnist']['digits']} MNIST test digits, "
+             f"{src['strokes']['digits']} drawn from strokes), {len(report['conditions'])} conditions.",
+             f"- Detection: recall **{_pct(total['recall'])}**, precision **{_pct(total['precision'])}** (IoU >= 0.5, one to one); "
+             "targets 99 % and 99 %.",
+             f"- Read right by `{reference}` (a missed digit counts as wrong): **{_pct(total['reference_read_right'])}**; "
+             f"target 97 %. MNIST digits {_pct(src['mnist']['read_right'])} (the same digits straight from the test set: "
+             f"{_pct(total['pristine_read_right'])}); stroke-drawn {_pct(src['strokes']['read_right'])}.",
+             f"- Multi-digit frames ({total['multi_digit_frames']}): every digit found once, nothing else, in reading order: "
+             f"**{_pct(total['segmented_frames'])}**; read exactly: **{_pct(total['exact_frames'])}** (target 95 %).",
+             f"- The model's own ceiling on that: of the {total['mnist_only_multi_digit_frames']} multi-digit frames made only of "
+             f"MNIST digits, {_pct(total['mnist_only_exact_frames'])} are read exactly through the camera pipeline and "
+             f"{_pct(total['mnist_only_pristine_exact_frames'])} when the model is given the very same digits straight from "
+             "MNIST: a frame of n digits is read exactly only as often as the model gets n digits right.", "",
+             "| condition | frames | digits | recall | precision | read right | segmented frames | exact frames | detect ms p50 | what |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, c in report["conditions"].items():
         lines.append(f"| {name} | {c['frames']} | {c['digits']} | {_pct(c['recall'])} | {_pct(c['precision'])} | "
-                     f"{_pct(c['reference_read_right'])} | {_pct(c['exact_frames'])} | {c['detect_ms_p50']} | {c['what']} |")
+                     f"{_pct(c['reference_read_right'])} | {_pct(c['segmented_frames'])} | {_pct(c['exact_frames'])} | "
+                     f"{c['detect_ms_p50']} | {c['what']} |")
     lines += ["", "Every artifact on the same detections (agreement: same reading as the reference):", "",
               "| artifact | read right | agreement with " + reference + " |", "|---|---:|---:|"]
     lines += [f"| {n} | {_pct(total['read_right'][n])} | {_pct(total['agreement'][n])} |" for n in names]

@@ -25,7 +25,7 @@ from edgeseq.progress import Progress
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
-COMMANDS = ["train", "evaluate", "export", "verify", "bench", "webcam", "demo-video", "pipeline", "zoo"]
+COMMANDS = ["train", "evaluate", "export", "verify", "bench", "webcam", "demo-video", "demo-scenes", "pipeline", "zoo"]
 
 
 def test_version_names_edgeseq_python_and_the_runtimes():
@@ -64,6 +64,7 @@ INVALID = {
     "bench": ["bench", "b", "--provider", "gpu"],
     "webcam": ["webcam", "b", "--max-frames", "0"],
     "demo-video": ["demo-video", "d.mp4", "--max-digits", "9"],
+    "demo-scenes": ["demo-scenes", "s", "--per-condition", "0"],
     "pipeline": ["pipeline", "mlp", "--runs", "0"],
     "zoo": ["zoo", "--format", "csv"],
 }
@@ -181,6 +182,7 @@ def test_json_on_every_command(tiny_bundle, tmp_path, small_mnist_dir):
         "verify": ["verify", str(bundle), *data],
         "bench": ["bench", str(bundle / "tiny-fp32.tflite"), "--runs", "5", "--no-cold-start", "--out", str(tmp_path / "bb")],
         "demo-video": ["demo-video", str(tmp_path / "demo.mp4"), "--frames", "3", *data],
+        "demo-scenes": ["demo-scenes", str(tmp_path / "scenes"), "--per-condition", "1", "--condition", "plain", *data],
         "webcam": ["webcam", str(bundle), "--source", str(tmp_path / "demo.mp4"), "--headless", "--out", str(tmp_path / "w")],
         "zoo": ["zoo"],
     }

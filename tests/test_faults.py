@@ -643,7 +643,7 @@ def test_output_that_cannot_be_a_folder(bundle, tiny_bundle, tmp_path, small_mni
     assert blocker.read_text() == "keep me" and snapshot(bundle) == before
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "pipeline", "demo-video"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "pipeline", "demo-video", "demo-scenes"])
 def test_every_other_writing_command_checks_its_output_first(tiny_bundle, tmp_path, small_mnist_dir, command):
     blocker = tmp_path / "blocker"
     blocker.write_text("keep me")
@@ -651,7 +651,8 @@ def test_every_other_writing_command_checks_its_output_first(tiny_bundle, tmp_pa
     args = {"train": ["train", "mlp", "--epochs", "1", "--limit", "50", "--out", str(blocker), *data],
             "evaluate": ["evaluate", str(tiny_bundle[0]), "--out", str(blocker / "figures"), *data],
             "pipeline": ["pipeline", "mlp", "--quick", "--out", str(blocker), *data],
-            "demo-video": ["demo-video", str(blocker / "demo.mp4"), "--frames", "2", *data]}[command]
+            "demo-video": ["demo-video", str(blocker / "demo.mp4"), "--frames", "2", *data],
+            "demo-scenes": ["demo-scenes", str(blocker / "scenes"), "--per-condition", "1", *data]}[command]
     started = time.perf_counter()
     assert_one_line_error(runner.invoke(app, args), EXIT_BAD_INPUT, str(blocker))
     assert blocker.read_text() == "keep me"

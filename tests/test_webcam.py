@@ -221,13 +221,37 @@ def test_loop_faults_are_one_line(tiny_bundle, tmp_path, monkeypatch):
     assert cam.exit_code == 4 and cam.output.strip() == "error: camera 7 does not open (is it connected, and free of other programs?)"
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    window = runner.invoke(app, ["webcam", str(result.bundle_dir), "--window", "--source", "0"])
-    assert window.exit_code == 4 and "no display here: use --headless" in window.output
-    only = runner.invoke(app, ["webcam", str(result.bundle_dir), "--only", "tflite-int4", "--source", "0", "--headless"])
-    assert only.exit_code == 2 and "has no produced artifact tflite-int4" in only.output
     blank = tmp_path / "blank"
     blank.mkdir()
     cv2.imwrite(str(blank / "page.png"), paper())
+    window = runner.invoke(app, ["webcam", str(result.bundle_dir), "--window", "--source", str(blank / "page.png"),
+                                 "--out", str(tmp_path / "win")])  # no display: headless, with a one-line note
+    assert window.exit_code == 0 and window.stderr.splitlines()[0] == (
+        "note: no display here: running headless instead of showing a window")
+    assert (tmp_path / "win" / "annotated" / "page.png").is_file()
+    from edgeseq.webcam import loop
+
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(loop, "gui_available", lambda: False)  # opencv-python-headless
+    assert loop.choose_mode(False) == (True, "this OpenCV has no GUI (opencv-python-headless): running headless; "
+                                             "pip install opencv-python for a window")
+    assert loop.choose_mode(None) == (True, "this OpenCV has no GUI (opencv-python-headless): running headless; "
+                                            "pip install opencv-python for a window")
+    monkeypatch.delenv("DISPLAY")
+    assert loop.choose_mode(None) == (True, None)  # headless by default where there is no display: nothing to say
+    pipeline = runner.invoke(app, ["webcam", str(result.bundle_dir), "--headless", "--source",
+                                   "videotestsrc ! videoconvert ! appsink"])
+    from edgeseq.webcam.capture import has_gstreamer
+
+    if not has_gstreamer():  # PyPI's OpenCV
+        assert pipeline.exit_code == 4 and pipeline.output.strip().startswith(
+            "error: this OpenCV has no GStreamer support, so it cannot open a GStreamer pipeline")
+    else:
+        assert pipeline.exit_code == 0, pipeline.output
+    picam = runner.invoke(app, ["webcam", str(result.bundle_dir), "--headless", "--source", "picamera2:1"])
+    assert picam.exit_code == 4 and picam.output.strip().startswith("error: picamera2 is not installed here")
+    only = runner.invoke(app, ["webcam", str(result.bundle_dir), "--only", "tflite-int4", "--source", "0", "--headless"])
+    assert only.exit_code == 2 and "has no produced artifact tflite-int4" in only.output
     ok = runner.invoke(app, ["webcam", str(result.bundle_dir), "--source", str(blank), "--out", str(tmp_path / "o"), "--headless"])
     assert ok.exit_code == 0 and "0 digits found, 1 frames without a digit" in ok.output
 
@@ -242,3 +266,26 @@ def test_overlay_marks_agreement_and_dissent():
     assert tuple(out[200, 100]) == GREEN and tuple(out[200, 440]) == RED  # the top edges of the two boxes
     assert out[5:20, 5:60].mean() < frame[5:20, 5:60].mean()  # the darkened panel with the frame rate
     assert np.array_equal(frame, paper())  # the input frame is left untouched
+
+
+def test_recorder_letterboxes_a_changing_video_and_the_hud_scales(tmp_path):
+    from edgeseq.webcam.overlay import draw
+    from edgeseq.webcam.record import Recorder, letterbox
+
+    recorder = Recorder(tmp_path, 10, per_image=False)
+    for size in ((640, 480), (1280, 960), (300, 600)):  # a source that changes its frame size mid-stream
+        recorder.write(paper(*size), "frame")
+    recorder.close()
+    video = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 3 and video.read()[1].shape == (480, 640, 3)
+    boxed = letterbox(np.full((600, 300, 3), 200, np.uint8), (640, 480))
+    assert boxed.shape == (480, 640, 3) and boxed[:, :100].max() == 0 and boxed[240, 320].min() == 200  # bars, centred
+    digits = [{"box": (100, 100, 80, 80), "predictions": {"ref": "7", "a": "7"}}]
+
+    def hud_rows(frame):
+        out = draw(frame, digits, "ref", 30.0, {"ref": 1.0, "a": 1.2})
+        column = out[:, 2, 0].astype(int) - frame[:, 2, 0].astype(int)
+        return int((column < -50).sum())  # rows the darkened panel covers
+
+    small, large = hud_rows(paper(640, 480)), hud_rows(paper(4000, 3000))
+    assert small > 20 and large > 5 * small

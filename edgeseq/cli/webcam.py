@@ -1,4 +1,5 @@
-"""``edgeseq webcam`` and ``edgeseq demo-video``: every artifact side by side on camera frames."""
+"""``edgeseq webcam``, ``edgeseq demo-video`` and ``edgeseq demo-scenes``: every artifact side by side on
+camera frames, and frames with ground truth to try it on."""
 
 from pathlib import Path
 from typing import Optional
@@ -14,10 +15,15 @@ from edgeseq.errors import EXIT_INTERRUPTED
 @app.command("webcam")
 def webcam_command(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory written by `edgeseq export`.")],
-    source: Annotated[str, typer.Option(help="Camera index (0), a video file, a folder of images or an image.")] = "0",
+    source: Annotated[str, typer.Option(help="Camera index (0); `picamera2` or `picamera2:1` (Raspberry Pi camera); "
+                                        "a GStreamer pipeline ending in appsink (a Jetson's CSI camera; needs an OpenCV "
+                                        "built with GStreamer); a video file; a folder of images; an image.")] = "0",
     headless: Annotated[Optional[bool], typer.Option("--headless/--window", help="Record to --out instead of "
-                                                     "showing a window (default: headless when there is no display).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for annotated.mp4, frames.jsonl and summary.json.")] = Path("webcam"),
+                                                     "showing a window (default: headless when there is no display; "
+                                                     "--window falls back to headless, with a note, where there is no "
+                                                     "display or this OpenCV has no GUI).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for annotated.mp4 (camera, video) or annotated/*.png (folder, "
+                                      "image), frames.jsonl and summary.json.")] = Path("webcam"),
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after N frames.")] = None,
     keras: Annotated[Optional[bool], typer.Option("--keras/--no-keras", help="Run the Keras original too "
                                                   "(default: when TensorFlow and the source model are here).")] = None,
@@ -30,15 +36,18 @@ def webcam_command(
     the way MNIST was made, run every artifact of the bundle side by side, and show or record whether they
     agree with the reference (the Keras original, or the fp32 artifact on a device without TensorFlow).
 
-    A demo video's ground truth (`edgeseq demo-video`) is picked up from its .json sidecar. Ctrl-C, 'q' in
-    the window, or the end of the source stop the loop; the summary is always written."""
+    Frames of any size work (a 640x480 webcam, a 12-megapixel photo); squared and ruled paper, shadows and
+    a page photographed on a desk are handled. The ground truth of `edgeseq demo-video` (its .json sidecar)
+    and `edgeseq demo-scenes` (scenes.json in the folder) is picked up and scored. Ctrl-C, 'q' in the
+    window, or the end of the source stop the loop; the summary is always written."""
     with user_errors("webcam", as_json):
         from edgeseq.webcam.loop import run_webcam
 
         with progress("webcam", quiet, total=max_frames, every=2.0) as shown:
             summary = run_webcam(bundle, source, out_dir=out, headless=headless, max_frames=max_frames, keras=keras,
                                  threads=threads, only=[a.strip() for a in only.split(",")] if only else None,
-                                 on_frame=lambda record: shown.advance(f"{len(record['digits'])} digits"))
+                                 on_frame=lambda record: shown.advance(f"{len(record['digits'])} digits"),
+                                 on_note=lambda note: typer.echo(f"note: {note}", err=True))
     if as_json:
         finish("webcam", as_json, summary, EXIT_INTERRUPTED if summary["interrupted"] else 0)
         return
@@ -60,7 +69,8 @@ def webcam_command(
     fps = summary["fps"]
     typer.echo(f"frame rate: {fps['processing']} fps processing, {fps['wall']} fps wall"
                + (f"; ground truth: {truth['digits']} digits, {truth['missed_by_detection']} missed by detection" if truth else ""))
-    typer.echo(f"wrote: {out}/summary.json, {out}/frames.jsonl" + (f", {out}/annotated.mp4" if (out / 'annotated.mp4').exists() else ""))
+    annotated = "".join(f", {out}/{a}" for a in summary["annotated"])
+    typer.echo(f"wrote: {out}/summary.json, {out}/frames.jsonl{annotated}")
     if summary["interrupted"]:
         raise typer.Exit(EXIT_INTERRUPTED)
 
@@ -90,3 +100,38 @@ def demo_video_command(
         finish("demo-video", as_json, {"video": str(out), "sidecar": str(sidecar_path(out)), "frames": frames, "digits": digits})
         return
     typer.echo(f"wrote {out} ({frames} frames, {digits} digits) and {sidecar_path(out)}")
+
+
+@app.command("demo-scenes")
+def demo_scenes_command(
+    out: Annotated[Path, typer.Argument(help="Folder for the frames (JPEG) and scenes.json, their ground truth.")],
+    per_condition: Annotated[int, typer.Option(min=1, help="Frames per condition.")] = 8,
+    condition: Annotated[Optional[str], typer.Option(help="Comma list of conditions (default: all): plain, squared, ruled, "
+                                                    "perspective, defocus, noise-jpeg, uneven-light, dim, fine-pen, marker, "
+                                                    "pen-lifts, small, large, colour, column, grid, page-12mp.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same frames.")] = 0,
+    data_dir: DataDir = None,
+    quiet: QuietFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write camera-like frames of handwritten digits with every digit's box and label, condition by
+    condition: plain, squared and ruled paper, a page on a desk at an angle, defocus, JPEG noise, uneven
+    and dim light, fine pen, marker, pen lifts, small and large digits, coloured paper, columns, grids and
+    12-megapixel pages. Digits are MNIST test images and digits drawn from strokes. `edgeseq webcam
+    --source OUT` scores the whole pipeline against the truth; benchmarks/webcam_realism.py scores detection."""
+    with user_errors("demo-scenes", as_json):
+        check_out(out)
+        from edgeseq.webcam.scenes import CONDITIONS, TRUTH_FILE, write_scenes
+
+        chosen = [c.strip() for c in condition.split(",")] if condition else None
+        total = per_condition * (len(chosen) if chosen else len(CONDITIONS))
+        with progress("demo-scenes", quiet, total=total, every=2.0) as shown:
+            truth = write_scenes(out, per_condition=per_condition, seed=seed, data_dir=data_dir, conditions=chosen,
+                                 on_frame=lambda index: shown.advance())
+    digits = sum(len(f["labels"]) for f in truth["frames"])
+    if as_json:
+        finish("demo-scenes", as_json, {"folder": str(out), "truth": str(out / TRUTH_FILE), "frames": len(truth["frames"]),
+                                        "digits": digits, "conditions": list(truth["conditions"])})
+        return
+    typer.echo(f"wrote {len(truth['frames'])} frames ({digits} digits, {len(truth['conditions'])} conditions) to {out}, "
+               f"ground truth in {out / TRUTH_FILE}")

@@ -44,10 +44,32 @@ class Source:
             self._release()
 
 
+def has_gstreamer() -> bool:
+    """Whether this OpenCV was built with GStreamer (PyPI's wheels are not; a Jetson's and Debian's are)."""
+    cv2 = require("cv2")
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line.split(":", 1)[1]
+    return False
+
+
 def open_source(spec: str | int | Path) -> Source:
-    """``0`` (camera index), a video file, a folder of images or an image file."""
+    """``0`` (camera index), ``picamera2`` or ``picamera2:N`` (a Raspberry Pi camera), a GStreamer pipeline
+    ending in ``appsink`` (a Jetson's CSI camera: ``nvarguscamerasrc ! ... ! appsink``), a video file, a
+    folder of images or an image file."""
     cv2 = require("cv2")
     text = str(spec)
+    if text == "picamera2" or text.startswith("picamera2:"):
+        return _picamera2(text)
+    if "!" in text:  # a GStreamer pipeline, as OpenCV takes it
+        if not has_gstreamer():
+            raise DataError("this OpenCV has no GStreamer support, so it cannot open a GStreamer pipeline (PyPI's "
+                            "opencv-python wheels lack it; use the distribution's OpenCV, e.g. apt install python3-opencv)")
+        capture = cv2.VideoCapture(text, cv2.CAP_GSTREAMER)
+        if not capture.isOpened():
+            capture.release()
+            raise DataError(f"the GStreamer pipeline does not open (does it end in appsink, and does each element exist?): {text}")
+        return _from_capture(capture, "camera", "GStreamer pipeline", live=True)
     if text.isdigit():
         capture = cv2.VideoCapture(int(text))
         if not capture.isOpened():
@@ -106,6 +128,45 @@ def _from_capture(capture, kind: str, description: str, live: bool) -> Source:
                 return
             yield Frame(index, image, f"frame {index}")
             index += 1
+
+    source._frames = frames()
+    return source
+
+
+def _picamera2(text: str) -> Source:
+    """A Raspberry Pi camera through picamera2 (Raspberry Pi OS ships it: apt install python3-picamera2)."""
+    index = text.partition(":")[2] or "0"
+    if not index.isdigit():
+        raise DataError(f"{text}: the camera number after 'picamera2:' must be a number")
+    try:
+        from picamera2 import Picamera2
+    except ImportError as exc:
+        raise DataError("picamera2 is not installed here (on Raspberry Pi OS: sudo apt install python3-picamera2, and "
+                        "make the venv with --system-site-packages)") from exc
+    try:
+        camera = Picamera2(camera_num=int(index))
+        # "RGB888" is stored B, G, R in memory: OpenCV's order.
+        camera.configure(camera.create_video_configuration(main={"size": (1280, 720), "format": "RGB888"}))
+        camera.start()
+    except Exception as exc:  # picamera2 raises RuntimeError, IndexError or its own errors for a missing camera
+        raise DataError(f"Raspberry Pi camera {index} does not open ({exc})") from exc
+
+    def release() -> None:
+        camera.stop()
+        camera.close()
+
+    source = Source("camera", f"Raspberry Pi camera {index} (picamera2)", None, None, iter(()), _release=release)
+
+    def frames() -> Iterator[Frame]:
+        index_ = 0
+        while True:
+            try:
+                image = camera.capture_array()
+            except Exception as exc:  # a camera unplugged mid-stream ends the loop with an event, as OpenCV's do
+                source.events.append(f"camera stopped delivering frames after {index_} ({exc})")
+                return
+            yield Frame(index_, np.ascontiguousarray(image[..., :3]), f"frame {index_}")
+            index_ += 1
 
     source._frames = frames()
     return source

@@ -17,6 +17,7 @@ from edgeseq.atomic import atomic_path, write_json
 from edgeseq.data import Split, load_split
 from edgeseq.errors import InvalidValueError
 from edgeseq.lazy import require
+from edgeseq.webcam.scenes import read_scene_truth
 
 SIZE = (640, 480)  # width, height
 
@@ -93,9 +94,15 @@ def sidecar_path(video: Path) -> Path:
     return Path(video).with_suffix(".json")
 
 
-def read_truth(source: str | Path) -> dict[int, list[int]] | None:
-    """Frame index -> labels in reading order, from a demo video's sidecar, when there is one."""
+def read_truth(source: str | Path) -> dict | None:
+    """Labels in reading order per frame, when the source carries its ground truth: frame index -> labels
+    for a demo video (its ``.json`` sidecar), file name -> labels for a ``demo-scenes`` folder or one of
+    its images (``scenes.json``)."""
     path = Path(str(source))
+    if path.is_dir():
+        return read_scene_truth(path)
+    if path.is_file() and (path.parent / "scenes.json").is_file():
+        return read_scene_truth(path.parent)
     if not path.is_file() or not sidecar_path(path).is_file():
         return None
     data = json.loads(sidecar_path(path).read_text(encoding="utf-8"))

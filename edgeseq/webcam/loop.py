@@ -1,8 +1,8 @@
 """The webcam loop: every artifact of a bundle (and the Keras original when TensorFlow is here) on the
 digits found in each frame, live or recorded, with agreement against a reference backend.
 
-Headless it writes ``annotated.mp4``, ``frames.jsonl`` (one JSON object per frame) and ``summary.json``
-into the output folder, each through a temporary file renamed at the end, so that a Ctrl-C or a
+Headless it writes ``annotated.mp4`` (or ``annotated/*.png`` for still images), ``frames.jsonl`` (one JSON
+object per frame) and ``summary.json`` into the output folder, each through a temporary file renamed at the end, so that a Ctrl-C or a
 failing camera still leaves complete files and a summary.
 """
 
@@ -29,6 +29,7 @@ from edgeseq.webcam import overlay
 from edgeseq.webcam.capture import open_source
 from edgeseq.webcam.demo import read_truth
 from edgeseq.webcam.preprocess import find_digits
+from edgeseq.webcam.record import Recorder
 
 SCHEMA = "edgeseq.webcam/1"
 
@@ -91,17 +92,101 @@ def _percentiles(values: list[float]) -> dict:
             "p90": round(float(np.percentile(v, 90)), 3), "p99": round(float(np.percentile(v, 99)), 3)}
 
 
+def gui_available() -> bool:
+    """Whether this OpenCV can open a window (``opencv-python-headless``, PyPI's server wheel, cannot)."""
+    cv2 = require("cv2")
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip().upper() not in ("NONE", "NO", "")
+    return True
+
+
+def choose_mode(headless: bool | None) -> tuple[bool, str | None]:
+    """Headless or a window, and why a window asked for is not shown (no display, or no GUI in this OpenCV):
+    the loop then runs headless and says so in one line, rather than stopping."""
+    if headless:
+        return True, None
+    if not display_available():
+        return True, None if headless is None else "no display here: running headless instead of showing a window"
+    if not gui_available():
+        return True, ("this OpenCV has no GUI (opencv-python-headless): running headless; pip install opencv-python "
+                      "for a window")
+    return False, None
+
+
+class _Tally:
+    """What the loop counts as it goes, per backend and overall."""
+
+    def __init__(self, names: list[str], reference: str):
+        self.names, self.reference = names, reference
+        self.latencies = {n: [] for n in self.names}
+        self.agree = {n: 0 for n in self.names}
+        self.correct = {n: 0 for n in self.names}
+        self.counts = {"frames": 0, "digits": 0, "frames_without_digits": 0, "truth_digits": 0,
+                       "missed_truth_digits": 0, "frames_count_mismatch": 0}
+
+    def add(self, digits: list[dict], expected: list[str] | None, frame_latency: dict[str, float]) -> None:
+        for name, ms in frame_latency.items():
+            self.latencies[name].append(ms)
+        for digit in digits:
+            for n in self.names:
+                self.agree[n] += digit["predictions"][n] == digit["predictions"][self.reference]
+        if expected is not None:
+            self.counts["truth_digits"] += len(expected)
+            if len(expected) == len(digits):
+                for digit, word in zip(digits, expected):
+                    digit["truth"] = word
+                    for n in self.names:
+                        self.correct[n] += digit["predictions"][n] == word
+            else:
+                self.counts["missed_truth_digits"] += len(expected)
+                self.counts["frames_count_mismatch"] += 1
+        self.counts["frames"] += 1
+        self.counts["digits"] += len(digits)
+        self.counts["frames_without_digits"] += not digits
+
+
+def _read_frame(image: np.ndarray, backends: list[Backend], input_shape: tuple, kind: str) -> tuple[list[dict], dict]:
+    """Detect the digits in one frame and run every backend on them: the digits (box, each backend's
+    reading) and each backend's latency per digit."""
+    detections = find_digits(image)
+    if not detections:
+        return [], {}
+    x = np.stack([d.image for d in detections]).reshape((-1, *input_shape))
+    per_backend, latency = {}, {}
+    for backend in backends:
+        t0 = time.perf_counter()
+        outputs = backend.runner.run(x, batch=1)
+        latency[backend.name] = (time.perf_counter() - t0) * 1e3 / len(x)
+        per_backend[backend.name] = readings(kind, outputs)
+    digits = [{"box": list(map(int, d.box)), "predictions": {n: per_backend[n][i] for n in per_backend}}
+              for i, d in enumerate(detections)]
+    return digits, latency
+
+
+def _show(cv2, annotated: np.ndarray) -> bool:
+    """Show a frame in the window; True when 'q' was pressed."""
+    try:
+        cv2.imshow("edgeseq webcam (q quits)", annotated)
+        return (cv2.waitKey(1) & 0xFF) == ord("q")
+    except cv2.error as exc:
+        raise MissingDependencyError("this OpenCV cannot open a window here: install opencv-python, or run headless") from exc
+
+
 def run_webcam(bundle_dir: str | Path, source: str | int, *, out_dir: str | Path, headless: bool | None = None,
                max_frames: int | None = None, keras: bool | None = None, threads: int | None = None,
-               only: list[str] | None = None, write_video: bool = True, on_frame: Callable[[dict], None] | None = None) -> dict:
-    """Run the loop until the source ends, ``max_frames``, 'q' in the window, or Ctrl-C; returns the summary."""
+               only: list[str] | None = None, write_video: bool = True, on_frame: Callable[[dict], None] | None = None,
+               on_note: Callable[[str], None] | None = None) -> dict:
+    """Run the loop until the source ends, ``max_frames``, 'q' in the window, or Ctrl-C; returns the summary.
+    Headless, annotated frames go to ``annotated.mp4`` (a camera or video) or ``annotated/*.png`` (a folder
+    or an image: each at its own size)."""
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
     manifest = bundles.read_manifest(bundle_dir)
-    kind = manifest.kind
-    input_shape = tuple(manifest.input.shape)
-    headless = (not display_available()) if headless is None else headless
-    if not headless and not display_available():
-        raise DataError("no display here: use --headless")
+    kind, input_shape = manifest.kind, tuple(manifest.input.shape)
+    headless, note = choose_mode(headless)
+    notes = [note] if note else []
+    if note and on_note:
+        on_note(note)
     cv2 = require("cv2")
     why = writable(out_dir)
     if why:
@@ -111,72 +196,31 @@ def run_webcam(bundle_dir: str | Path, source: str | int, *, out_dir: str | Path
     truth = read_truth(source)
     words = labels.DIGIT_NAMES if kind == "spell" else [str(d) for d in range(10)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = [b.name for b in backends]
-    latencies = {n: [] for n in names}
-    agree = {n: 0 for n in names}
-    correct = {n: 0 for n in names}
-    counts = {"frames": 0, "digits": 0, "frames_without_digits": 0, "truth_digits": 0, "missed_truth_digits": 0,
-              "frames_count_mismatch": 0}
-    frame_ms, wall_start, interrupted, writer, stop_reason = [], time.perf_counter(), False, None, "source ended"
+    tally = _Tally([b.name for b in backends], reference)
+    recorder = Recorder(out_dir, capture.fps, per_image=capture.kind in ("folder", "image")) if headless and write_video else None
+    frame_ms, wall_start, interrupted, stop_reason = [], time.perf_counter(), False, "source ended"
     log_tmp = out_dir / ".frames.jsonl.tmp"
-    video_tmp = out_dir / ".annotated.tmp.mp4"
     try:
         with open(log_tmp, "w", encoding="utf-8") as log:
             for frame in capture:
-                if max_frames is not None and counts["frames"] >= max_frames:
-                    stop_reason = f"--max-frames {max_frames}"
+                if max_frames is not None and tally.counts["frames"] >= max_frames:
+                    stop_reason = f"{max_frames} frames (the limit asked for)"
                     break
                 started = time.perf_counter()
-                detections = find_digits(frame.image)
-                x = np.stack([d.image for d in detections]).reshape((-1, *input_shape)) if detections else None
-                per_backend, frame_latency = {}, {}
-                for backend in backends:
-                    t0 = time.perf_counter()
-                    outputs = backend.runner.run(x, batch=1) if x is not None else None
-                    ms = (time.perf_counter() - t0) * 1e3
-                    if x is not None:
-                        latencies[backend.name].append(ms / len(x))
-                        frame_latency[backend.name] = ms / len(x)
-                        per_backend[backend.name] = readings(kind, outputs)
-                digits = [{"box": list(map(int, d.box)), "predictions": {n: per_backend[n][i] for n in names}}
-                          for i, d in enumerate(detections)]
-                for digit in digits:
-                    for n in names:
-                        agree[n] += digit["predictions"][n] == digit["predictions"][reference]
-                expected = truth.get(frame.index) if truth is not None else None
-                if expected is not None:
-                    counts["truth_digits"] += len(expected)
-                    if len(expected) == len(digits):
-                        for digit, label in zip(digits, expected):
-                            digit["truth"] = words[label] if kind == "spell" else str(label)
-                            for n in names:
-                                correct[n] += digit["predictions"][n] == digit["truth"]
-                    else:
-                        counts["missed_truth_digits"] += len(expected)
-                        counts["frames_count_mismatch"] += 1
+                digits, frame_latency = _read_frame(frame.image, backends, input_shape, kind)
+                expected = None
+                if truth is not None:
+                    labels_ = truth.get(frame.index) if capture.kind == "video" else truth.get(frame.name)
+                    expected = None if labels_ is None else [words[label] if kind == "spell" else str(label) for label in labels_]
+                tally.add(digits, expected, frame_latency)
                 processing = (time.perf_counter() - started) * 1e3
                 frame_ms.append(processing)
-                counts["frames"] += 1
-                counts["digits"] += len(digits)
-                counts["frames_without_digits"] += not digits
-                fps = 1e3 / float(np.mean(frame_ms[-30:]))
-                annotated = overlay.draw(frame.image, digits, reference, fps, frame_latency)
-                if headless and write_video:
-                    if writer is None:
-                        h, w = annotated.shape[:2]
-                        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                 capture.fps or 15.0, (w, h))
-                    writer.write(annotated)
-                elif not headless:
-                    try:
-                        cv2.imshow("edgeseq webcam (q quits)", annotated)
-                        key = cv2.waitKey(1) & 0xFF
-                    except cv2.error as exc:
-                        raise MissingDependencyError("this OpenCV has no GUI (opencv-python-headless): install "
-                                                     "opencv-python, or use --headless") from exc
-                    if key == ord("q"):
-                        stop_reason = "q pressed"
-                        break
+                annotated = overlay.draw(frame.image, digits, reference, 1e3 / float(np.mean(frame_ms[-30:])), frame_latency)
+                if recorder is not None:
+                    recorder.write(annotated, frame.name)
+                elif not headless and _show(cv2, annotated):
+                    stop_reason = "q pressed"
+                    break
                 record = {"frame": frame.index, "name": frame.name, "digits": digits,
                           "latency_ms": {n: round(v, 3) for n, v in frame_latency.items()}, "frame_ms": round(processing, 3)}
                 log.write(json.dumps(record) + "\n")
@@ -186,9 +230,8 @@ def run_webcam(bundle_dir: str | Path, source: str | int, *, out_dir: str | Path
         interrupted, stop_reason = True, "Ctrl-C"
     finally:
         capture.close()
-        if writer is not None:
-            writer.release()
-            os.replace(video_tmp, out_dir / "annotated.mp4")
+        if recorder is not None:
+            recorder.close()
         if log_tmp.exists():
             os.replace(log_tmp, out_dir / "frames.jsonl")
         if not headless:
@@ -196,22 +239,31 @@ def run_webcam(bundle_dir: str | Path, source: str | int, *, out_dir: str | Path
                 cv2.destroyAllWindows()
             except cv2.error:
                 pass
-    wall = time.perf_counter() - wall_start
+    summary = _summary(bundle_dir, capture, tally, frame_ms, time.perf_counter() - wall_start, stop_reason, interrupted,
+                       truth is not None, notes, recorder.written if recorder else [])
+    atomic.write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _summary(bundle_dir: Path, capture, tally: _Tally, frame_ms: list[float], wall: float, stop_reason: str,
+             interrupted: bool, has_truth: bool, notes: list[str], written: list[str]) -> dict:
+    counts, names = tally.counts, tally.names
     summary = {
         "schema": SCHEMA, "edgeseq": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "bundle": str(bundle_dir), "source": {"kind": capture.kind, "description": capture.description},
-        "stopped": stop_reason, "interrupted": interrupted, "events": capture.events, "dropped_frames": capture.dropped,
-        **counts, "reference": reference, "backends": names,
-        "agreement_with_reference": {n: round(agree[n] / counts["digits"], 4) if counts["digits"] else None for n in names},
-        "latency_ms_per_digit": {n: _percentiles(v) for n, v in latencies.items()},
+        "stopped": stop_reason, "interrupted": interrupted, "events": capture.events, "notes": notes,
+        "dropped_frames": capture.dropped, **counts, "reference": tally.reference, "backends": names,
+        "agreement_with_reference": {n: round(tally.agree[n] / counts["digits"], 4) if counts["digits"] else None
+                                     for n in names},
+        "latency_ms_per_digit": {n: _percentiles(v) for n, v in tally.latencies.items()},
         "frame_ms": _percentiles(frame_ms),
         "fps": {"processing": round(1e3 / float(np.mean(frame_ms)), 1) if frame_ms else None,
                 "wall": round(counts["frames"] / wall, 1) if wall > 0 and counts["frames"] else None},
+        "annotated": written if len(written) <= 1 else [f"{len(written)} files in {Path(written[0]).parent}"],
     }
-    if truth is not None and counts["truth_digits"]:
+    if has_truth and counts["truth_digits"]:
         summary["ground_truth"] = {
             "digits": counts["truth_digits"], "missed_by_detection": counts["missed_truth_digits"],
-            "accuracy": {n: round(correct[n] / counts["truth_digits"], 4) for n in names},
+            "accuracy": {n: round(tally.correct[n] / counts["truth_digits"], 4) for n in names},
         }
-    atomic.write_json(out_dir / "summary.json", summary)
     return summary

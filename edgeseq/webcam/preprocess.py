@@ -99,25 +99,25 @@ def ink_mask(ink: np.ndarray, faint: bool = False) -> np.ndarray:
     return mask if faint else cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
 
 
-def remove_lines(mask: np.ndarray, faint: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+def remove_lines(mask: np.ndarray, faint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, int]:
     """The mask without long thin straight lines: ruling, squared-paper grids and page edges, at any
     angle (a page photographed askew). Lines are found in ``faint`` (a lower threshold, where a light
     printed line is unbroken) as straight runs at least ``LINE_FRACTION`` of the frame's shorter side; a
     run counts as a line when the ink along it is thin (a digit's stroke that long is drawn with a pen
     much wider than a printed line), and then only ink as thin as a line, on the line, is erased, so a
-    digit crossed by a line keeps the inside of its stroke. Returns the mask and the width of the band
-    erased along each line (0 when none was): a thin stroke crossing a line is cut by that much."""
+    digit crossed by a line keeps the inside of its stroke. Returns the mask, where lines were erased
+    (None when none was) and the widest band erased: a thin stroke crossing a line is cut by that much."""
     cv2 = require("cv2")
     h, w = mask.shape
     faint = mask if faint is None else faint
     length = int(LINE_FRACTION * min(h, w))
     if length < 20 or not faint.any():
-        return mask, 0
+        return mask, None, 0
     step = np.pi / min(720, max(180, int(1.5 * length)))  # fine enough that a run stays within its band
     segments = cv2.HoughLinesP(faint, 1, step, threshold=max(10, length // 2), minLineLength=length,
                                maxLineGap=max(3, length // 25))
     if segments is None:
-        return mask, 0
+        return mask, None, 0
     depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     thin = max(2.0, 0.004 * min(h, w))  # the most a printed line's half-width is here
     layers: dict[float, np.ndarray] = {}  # line half-width -> where such lines run
@@ -135,8 +135,8 @@ def remove_lines(mask: np.ndarray, faint: np.ndarray | None = None) -> tuple[np.
         # whole, it touches the frame's edge and is dropped with it; cut along, it would leave slivers).
         normal = np.array([y0 - y1, x1 - x0], np.float64)
         normal *= (thin + 4) / max(np.hypot(*normal), 1.0)
-        sides = [faint[(ys + sign * normal[1]).round().astype(int).clip(0, h - 1),
-                       (xs + sign * normal[0]).round().astype(int).clip(0, w - 1)].mean() / 255 for sign in (-1, 1)]
+        sides = [mask[(ys + sign * normal[1]).round().astype(int).clip(0, h - 1),
+                      (xs + sign * normal[0]).round().astype(int).clip(0, w - 1)].mean() / 255 for sign in (-1, 1)]
         if max(sides) > 0.5:
             continue
         # The line's own half-width, measured where the mask holds it (a line lighter than the threshold
@@ -153,21 +153,22 @@ def remove_lines(mask: np.ndarray, faint: np.ndarray | None = None) -> tuple[np.
         layer = layers.setdefault(round(half * 2) / 2, np.zeros_like(mask))
         cv2.line(layer, tuple(int(v) for v in start), tuple(int(v) for v in end), 255, band)
     if not layers:
-        return mask, 0
+        return mask, None, 0
     keep = np.ones(mask.shape, bool)
     for half, layer in layers.items():  # per line width: ink on a line and no deeper than it is the line
         keep &= (layer == 0) | (depth > half + 1.0)
-    return (mask * keep).astype(np.uint8), widest
+    return (mask * keep).astype(np.uint8), np.bitwise_or.reduce(list(layers.values())), widest
 
 
 def stroke_width(mask: np.ndarray) -> float:
-    """The pen's width in pixels: twice the median distance-transform value on stroke centres."""
+    """The pen's width in pixels, from the distance-transform value on stroke centres (a centre pixel of a
+    stroke w pixels wide lies (w + 1) / 2 from the paper)."""
     cv2 = require("cv2")
     if not mask.any():
         return 0.0
-    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
     ridge = (depth >= cv2.dilate(depth, np.ones((3, 3), np.uint8))) & (depth > 0)
-    return float(2.0 * np.median(depth[ridge]))
+    return float(2.0 * np.median(depth[ridge]) - 1.0)
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, list[Box], float]:
@@ -179,9 +180,7 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, list[Box], float]:
     h, w = mask.shape
     inside = [i for i in range(1, count) if stats[i, 0] > 0 and stats[i, 1] > 0
               and stats[i, 0] + stats[i, 2] < w and stats[i, 1] + stats[i, 3] < h]
-    kept = np.zeros(count, bool)
-    kept[inside] = True
-    stroke = stroke_width((kept[labels] * 255).astype(np.uint8)) if inside else 0.0
+    stroke = _pen_width(mask, labels, stats, inside)
     boxes = []
     for index in inside:
         x, y, bw, bh, area = (int(v) for v in stats[index])
@@ -189,8 +188,28 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, list[Box], float]:
             continue
         if max(bw, bh) > 6 * max(stroke, 2.0) and area < 0.04 * bw * bh:
             continue  # a large, nearly empty outline: what is left of a page edge or a line, not a digit
+        if max(bw, bh) > LINE_FRACTION * min(h, w) and area < 0.06 * bw * bh:
+            continue  # frame-sized and nearly empty (a page's outline): nothing may be merged into it either
         boxes.append([x, y, bw, bh, [index]])
     return labels, boxes, stroke
+
+
+def _pen_width(mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, pieces: list[int]) -> float:
+    """The pen's width over many pieces, each weighted by its ink: the digits' strokes, not the many
+    one-pixel slivers a page edge or a faint line can leave (which would win a plain median)."""
+    cv2 = require("cv2")
+    if not pieces:
+        return 0.0
+    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    ridge = (depth >= cv2.dilate(depth, np.ones((3, 3), np.uint8))) & (depth > 0)
+    count = len(stats)
+    total = np.bincount(labels[ridge], weights=depth[ridge], minlength=count)
+    number = np.bincount(labels[ridge], minlength=count)
+    mean = total[pieces] / np.maximum(number[pieces], 1)
+    weight = stats[pieces, 4].astype(np.float64)
+    order = np.argsort(mean)
+    middle = np.searchsorted(np.cumsum(weight[order]), weight.sum() / 2)
+    return float(2.0 * mean[order][min(middle, len(order) - 1)] - 1.0)
 
 
 def _gap(a: Box, b: Box) -> float:
@@ -217,24 +236,30 @@ def _ink_gap(labels: np.ndarray, a: Box, b: Box) -> float:
     return float(distance[np.isin(crop, b[4])].min())
 
 
-def _mergeable(labels: np.ndarray, a: Box, b: Box, stroke: float, bridge: int) -> bool:
+def _mergeable(labels: np.ndarray, a: Box, b: Box, stroke: float, bridge: int, lines: np.ndarray | None) -> bool:
     """Two pieces of one digit: close (a pen lift is a short gap relative to the digit; an erased line
-    leaves a gap of ``bridge``), and together still shaped like one digit (not two digits side by side,
-    not two lines of a column)."""
+    leaves a gap of ``bridge`` where it ran), and together still shaped like one digit (not two digits
+    side by side, not two lines of a column)."""
     tall = max(a[3], b[3])
-    # Not scaled by the pen: a thick pen covers its own lifts, and its digits stand closer together.
-    reach = max(0.12 * tall, bridge + 1.0, 2.0)
+    # Not scaled by the pen: a thick pen covers its own lifts, and its digits stand closer together. A piece
+    # under half the other's height is no digit of its own (a 5's flag, a 7's bar, written after a lift) and
+    # may stand further off.
+    reach = max((0.25 if min(a[3], b[3]) < 0.5 * tall else 0.12) * tall, 2.0)
+    merged = _union(a, b)
+    if lines is not None and bridge + 1.0 > reach:
+        x, y, w, h = merged[:4]
+        if lines[y:y + h, x:x + w].any():  # a line ran between them: it may have cut one stroke in two
+            reach = bridge + 1.0
     if _gap(a, b) > reach:
         return False
-    merged = _union(a, b)
     if merged[2] > 1.6 * merged[3] or merged[3] > 2.2 * tall + 2 * stroke:
         return False
     return _ink_gap(labels, a, b) <= reach + 1.0
 
 
-def group_strokes(mask: np.ndarray, bridge: int = 0) -> tuple[np.ndarray, list[Box]]:
+def group_strokes(mask: np.ndarray, bridge: int = 0, lines: np.ndarray | None = None) -> tuple[np.ndarray, list[Box]]:
     """The mask's digits as boxes ``[x, y, w, h, labels]``: pieces joined (across gaps up to ``bridge``
-    pixels too: where ``remove_lines`` cut a stroke), touching digits split, specks, dashes and line
+    pixels too where ``remove_lines`` erased ``lines``), touching digits split, specks, dashes and line
     remnants dropped. ``labels`` names the connected components each digit is made of."""
     labels, boxes, stroke = _components(mask)
     boxes.sort(key=lambda b: b[2] * b[3], reverse=True)  # grow the big pieces first
@@ -243,13 +268,14 @@ def group_strokes(mask: np.ndarray, bridge: int = 0) -> tuple[np.ndarray, list[B
         merged = False
         for i in range(len(boxes)):
             for j in range(i + 1, len(boxes)):
-                if _mergeable(labels, boxes[i], boxes[j], stroke, bridge):
+                if _mergeable(labels, boxes[i], boxes[j], stroke, bridge, lines):
                     boxes[i] = _union(boxes[i], boxes[j])
                     del boxes[j]
                     merged = True
                     break
             if merged:
                 break
+    cv2 = require("cv2")
     h, w = mask.shape
     areas = np.bincount(labels.ravel())
     digits = []
@@ -260,8 +286,12 @@ def group_strokes(mask: np.ndarray, bridge: int = 0) -> tuple[np.ndarray, list[B
             x, y, bw, bh = part[:4]
             if bh < max(MIN_DIGIT_PX, 2.0 * stroke) or bh > 0.95 * h or bw > 0.9 * w:
                 continue  # a dot or a comma for this pen; a page-sized blob
-            if bw > 2.2 * bh or bh > 12 * max(bw, stroke):
-                continue  # a dash, a stray line
+            if bw > 2.2 * bh:
+                continue  # a dash (an upright stroke, however thin, is a 1)
+            own = (np.isin(labels[y:y + bh, x:x + bw], part[4]) * 255).astype(np.uint8)
+            depth = cv2.distanceTransform(np.pad(own, 1), cv2.DIST_L2, 5)
+            if 2.0 * float(np.percentile(depth[depth > 0], 95)) < 0.35 * stroke:
+                continue  # nowhere as thick as the pen that wrote the digits: a sliver of a page edge or a line
             digits.append(part)
     return labels, digits
 
@@ -356,8 +386,8 @@ def find_digits(frame: np.ndarray, max_digits: int = 64) -> list[Detection]:
     if scale < 1.0:
         frame = cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
     ink = ink_map(frame)
-    mask, bridge = remove_lines(ink_mask(ink), ink_mask(ink, faint=True))
-    labels, boxes = group_strokes(mask, bridge)
+    mask, lines, bridge = remove_lines(ink_mask(ink), ink_mask(ink, faint=True))
+    labels, boxes = group_strokes(mask, bridge, lines)
     detections = []
     for x, y, w, h, parts in reading_order(boxes)[:max_digits]:
         y0, y1, x0, x1 = max(0, y - 2), min(ink.shape[0], y + h + 2), max(0, x - 2), min(ink.shape[1], x + w + 2)

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from edgeseq.atomic import atomic_path, write_json
+from edgeseq.data import load_split
 from edgeseq.errors import InvalidValueError
 from edgeseq.lazy import require
 from edgeseq.webcam import glyphs
@@ -316,8 +317,6 @@ def write_scenes(out: str | Path, *, per_condition: int = 16, seed: int = 0, tes
                  conditions: list[str] | None = None, on_frame: Callable[[int], None] | None = None) -> dict:
     """A folder of JPEG frames and ``scenes.json`` (each frame's condition, labels and boxes in reading order)."""
     cv2 = require("cv2")
-    from edgeseq.data import load_split
-
     unknown = [c for c in conditions or [] if c not in BY_NAME]
     if unknown:
         raise InvalidValueError(f"unknown condition {', '.join(unknown)}; known: {', '.join(BY_NAME)}")

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                           write_video=False)
         # The same four artifacts on 12-megapixel phone photos of pages (detection at its working resolution).
         photos = Path(scratch) / "photos"
-        write_scenes(photos, per_condition=args.photos, seed=args.seed, test=test, conditions=["page-12mp"])
+        pages = write_scenes(photos, per_condition=args.photos, seed=args.seed, test=test, conditions=["page-12mp"])
         large = run_webcam(args.bundle, str(photos), out_dir=Path(scratch) / "large", headless=True, keras=False,
                            only=FOUR, threads=1, write_video=False)
     indices = np.concatenate([f["test_indices"] for f in sidecar["frames"]])
@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "four_artifacts": {"backends": speed["backends"], "fps_processing": speed["fps"]["processing"],
                            "frame_ms": speed["frame_ms"], "latency_ms_per_digit": speed["latency_ms_per_digit"],
                            "meets_30fps": speed["fps"]["processing"] >= 30},
-        "photos_12mp": {"frames": large["frames"], "sizes": sorted({tuple(f["size"]) for f in
-                                                                   json.loads((photos / "scenes.json").read_text())["frames"]}),
+        "photos_12mp": {"frames": large["frames"], "sizes": sorted({tuple(f["size"]) for f in pages["frames"]}),
                         "digits": large["digits"], "fps_processing": large["fps"]["processing"], "frame_ms": large["frame_ms"],
                         "read_right": (large.get("ground_truth") or {}).get("accuracy")},
         "accuracy": {"digits": full["ground_truth"]["digits"], "missed_by_detection": full["ground_truth"]["missed_by_detection"],

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from edgeseq import __version__, atomic, bundle as bundles, labels
-from edgeseq.errors import DataError, IntegrityError, InvalidValueError, MissingDependencyError, ModelError, OutputError
+from edgeseq.errors import IntegrityError, InvalidValueError, MissingDependencyError, ModelError, OutputError
 from edgeseq.lazy import require
 from edgeseq.outputs import writable
 from edgeseq.runtimes import open_runner
@@ -193,8 +193,7 @@ def run_webcam(bundle_dir: str | Path, source: str | int, *, out_dir: str | Path
         raise OutputError(f"cannot write the webcam results to {out_dir} ({why})")
     backends, reference = load_backends(bundle_dir, keras, threads, only)
     capture = open_source(source)
-    truth = read_truth(source)
-    words = labels.DIGIT_NAMES if kind == "spell" else [str(d) for d in range(10)]
+    expect, has_truth = _expected(read_truth(source), capture.kind, kind)
     out_dir.mkdir(parents=True, exist_ok=True)
     tally = _Tally([b.name for b in backends], reference)
     recorder = Recorder(out_dir, capture.fps, per_image=capture.kind in ("folder", "image")) if headless and write_video else None
@@ -208,11 +207,7 @@ def run_webcam(bundle_dir: str | Path, source: str | int, *, out_dir: str | Path
                     break
                 started = time.perf_counter()
                 digits, frame_latency = _read_frame(frame.image, backends, input_shape, kind)
-                expected = None
-                if truth is not None:
-                    labels_ = truth.get(frame.index) if capture.kind == "video" else truth.get(frame.name)
-                    expected = None if labels_ is None else [words[label] if kind == "spell" else str(label) for label in labels_]
-                tally.add(digits, expected, frame_latency)
+                tally.add(digits, expect(frame), frame_latency)
                 processing = (time.perf_counter() - started) * 1e3
                 frame_ms.append(processing)
                 annotated = overlay.draw(frame.image, digits, reference, 1e3 / float(np.mean(frame_ms[-30:])), frame_latency)
@@ -229,20 +224,38 @@ def run_webcam(bundle_dir: str | Path, source: str | int, *, out_dir: str | Path
     except KeyboardInterrupt:
         interrupted, stop_reason = True, "Ctrl-C"
     finally:
-        capture.close()
-        if recorder is not None:
-            recorder.close()
-        if log_tmp.exists():
-            os.replace(log_tmp, out_dir / "frames.jsonl")
-        if not headless:
-            try:
-                cv2.destroyAllWindows()
-            except cv2.error:
-                pass
+        _close(capture, recorder, log_tmp, headless)
     summary = _summary(bundle_dir, capture, tally, frame_ms, time.perf_counter() - wall_start, stop_reason, interrupted,
-                       truth is not None, notes, recorder.written if recorder else [])
+                       has_truth, notes, recorder.written if recorder else [])
     atomic.write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _expected(truth: dict | None, source_kind: str, kind: str) -> tuple[Callable, bool]:
+    """frame -> the words it should read as (None without ground truth), and whether there is any: a demo
+    video's truth is keyed by frame number, a scenes folder's by file name."""
+    words = labels.DIGIT_NAMES if kind == "spell" else [str(d) for d in range(10)]
+
+    def expect(frame) -> list[str] | None:
+        found = None if truth is None else truth.get(frame.index if source_kind == "video" else frame.name)
+        return None if found is None else [words[label] for label in found]
+
+    return expect, truth is not None
+
+
+def _close(capture, recorder: Recorder | None, log_tmp: Path, headless: bool) -> None:
+    """Release the source, finish the recordings under their final names, close the window."""
+    cv2 = require("cv2")
+    capture.close()
+    if recorder is not None:
+        recorder.close()
+    if log_tmp.exists():
+        os.replace(log_tmp, log_tmp.parent / "frames.jsonl")
+    if not headless:
+        try:
+            cv2.destroyAllWindows()
+        except cv2.error:
+            pass
 
 
 def _summary(bundle_dir: Path, capture, tally: _Tally, frame_ms: list[float], wall: float, stop_reason: str,

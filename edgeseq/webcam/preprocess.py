@@ -178,16 +178,22 @@ def stroke_width(mask: np.ndarray) -> float:
 def _components(mask: np.ndarray) -> tuple[np.ndarray, list[Box], float]:
     """Labels and boxes of the mask's pieces, and the pen's width measured on them. A piece touching the
     frame's edge is not a digit one can read (cut by the edge, or the desk around the page), so it is
-    dropped before the pen is measured; so are specks smaller than the pen's own dot."""
+    dropped before the pen is measured; so are specks smaller than the pen's own dot, and slivers nowhere
+    as thick as the pen (what a page edge or a line leaves: merged, they would swallow digits)."""
     cv2 = require("cv2")
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     h, w = mask.shape
     inside = [i for i in range(1, count) if stats[i, 0] > 0 and stats[i, 1] > 0
               and stats[i, 0] + stats[i, 2] < w and stats[i, 1] + stats[i, 3] < h]
-    stroke = _pen_width(mask, labels, stats, inside)
+    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    stroke = _pen_width(depth, labels, stats, inside)
+    cored = np.zeros(count, bool)  # pieces with somewhere a core at least ~60 % of the pen's width
+    cored[np.unique(labels[depth > max(1.0, 0.3 * stroke)])] = True
     boxes = []
     for index in inside:
         x, y, bw, bh, area = (int(v) for v in stats[index])
+        if not cored[index]:
+            continue
         if max(bw, bh) < max(3.0, 1.5 * stroke) or area < max(4.0, 0.5 * stroke * stroke):
             continue
         if max(bw, bh) > 6 * max(stroke, 2.0) and area < 0.04 * bw * bh:
@@ -198,13 +204,13 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, list[Box], float]:
     return labels, boxes, stroke
 
 
-def _pen_width(mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, pieces: list[int]) -> float:
+def _pen_width(depth: np.ndarray, labels: np.ndarray, stats: np.ndarray, pieces: list[int]) -> float:
     """The pen's width over many pieces, each weighted by its ink: the digits' strokes, not the many
-    one-pixel slivers a page edge or a faint line can leave (which would win a plain median)."""
+    one-pixel slivers a page edge or a faint line can leave (which would win a plain median). ``depth``:
+    the mask's distance transform."""
     cv2 = require("cv2")
     if not pieces:
         return 0.0
-    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
     ridge = (depth >= cv2.dilate(depth, np.ones((3, 3), np.uint8))) & (depth > 0)
     count = len(stats)
     total = np.bincount(labels[ridge], weights=depth[ridge], minlength=count)
@@ -288,8 +294,8 @@ def group_strokes(mask: np.ndarray, bridge: int = 0, lines: np.ndarray | None = 
             continue  # frame-sized and nearly empty: a page's outline, not a digit
         for part in _split_touching(labels, box, stroke):
             x, y, bw, bh = part[:4]
-            if bh < max(MIN_DIGIT_PX, 2.0 * stroke) or bh > 0.95 * h or bw > 0.9 * w:
-                continue  # a dot or a comma for this pen; a page-sized blob
+            if bh < max(MIN_DIGIT_PX, 2.0 * stroke):
+                continue  # a dot or a comma for this pen (a digit held up to fill the frame is still one)
             if bw > 2.2 * bh:
                 continue  # a dash (an upright stroke, however thin, is a 1)
             own = (np.isin(labels[y:y + bh, x:x + bw], part[4]) * 255).astype(np.uint8)

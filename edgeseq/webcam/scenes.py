@@ -269,6 +269,10 @@ def render_scene(condition: Condition, rng: np.random.Generator, test=None) -> S
             label = int(rng.integers(10))
             h = int(max(floor, height * rng.uniform(0.88, 1.12)))
             cover, source = _digit(label, h, condition, rng, test)
+            fit = min(1.0, (tall - 2 * margin) / cover.shape[0], (width - 2 * margin) / cover.shape[1])
+            if fit < 1.0:  # a thick pen made it taller than the frame allows: smaller, never cut by the edge
+                cover = cv2.resize(cover, (max(1, int(cover.shape[1] * fit)), max(1, int(cover.shape[0] * fit))),
+                                   interpolation=cv2.INTER_AREA)
             # centre the drawn digit on its cell, clipped to the page
             ch, cw = cover.shape
             top, left = y + (height - ch) // 2, x + (int(0.7 * height) - cw) // 2

@@ -192,8 +192,8 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, list[Box], float]:
     boxes = []
     for index in inside:
         x, y, bw, bh, area = (int(v) for v in stats[index])
-        if not cored[index]:
-            continue
+        if not cored[index] and max(bw, bh) >= 4 * min(bw, bh):
+            continue  # a thin straight sliver: a line's or a page edge's remains
         if max(bw, bh) < max(3.0, 1.5 * stroke) or area < max(4.0, 0.5 * stroke * stroke):
             continue
         if max(bw, bh) > 6 * max(stroke, 2.0) and area < 0.04 * bw * bh:

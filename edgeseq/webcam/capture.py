@@ -44,13 +44,18 @@ class Source:
             self._release()
 
 
-def has_gstreamer() -> bool:
-    """Whether this OpenCV was built with GStreamer (PyPI's wheels are not; a Jetson's and Debian's are)."""
+def opencv_build(option: str) -> str | None:
+    """What this OpenCV's build information says of ``option`` ("GUI", "GStreamer"), None if it is silent."""
     cv2 = require("cv2")
     for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GStreamer:"):
-            return "YES" in line.split(":", 1)[1]
-    return False
+        if line.strip().startswith(f"{option}:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def has_gstreamer() -> bool:
+    """Whether this OpenCV was built with GStreamer (PyPI's wheels are not; a Jetson's and Debian's are)."""
+    return "YES" in (opencv_build("GStreamer") or "")
 
 
 def open_source(spec: str | int | Path) -> Source:

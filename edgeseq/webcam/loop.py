@@ -26,7 +26,7 @@ from edgeseq.lazy import require
 from edgeseq.outputs import writable
 from edgeseq.runtimes import open_runner
 from edgeseq.webcam import overlay
-from edgeseq.webcam.capture import open_source
+from edgeseq.webcam.capture import open_source, opencv_build
 from edgeseq.webcam.demo import read_truth
 from edgeseq.webcam.preprocess import find_digits
 from edgeseq.webcam.record import Recorder
@@ -94,11 +94,8 @@ def _percentiles(values: list[float]) -> dict:
 
 def gui_available() -> bool:
     """Whether this OpenCV can open a window (``opencv-python-headless``, PyPI's server wheel, cannot)."""
-    cv2 = require("cv2")
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GUI:"):
-            return line.split(":", 1)[1].strip().upper() not in ("NONE", "NO", "")
-    return True
+    gui = opencv_build("GUI")
+    return gui is None or gui.upper() not in ("NONE", "NO", "")
 
 
 def choose_mode(headless: bool | None) -> tuple[bool, str | None]:

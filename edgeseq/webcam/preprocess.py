@@ -165,14 +165,10 @@ def remove_lines(mask: np.ndarray, faint: np.ndarray | None = None) -> tuple[np.
 
 
 def stroke_width(mask: np.ndarray) -> float:
-    """The pen's width in pixels, from the distance-transform value on stroke centres (a centre pixel of a
-    stroke w pixels wide lies (w + 1) / 2 from the paper)."""
+    """The pen's width in pixels over the mask's pieces (see ``_pen_width``)."""
     cv2 = require("cv2")
-    if not mask.any():
-        return 0.0
-    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
-    ridge = (depth >= cv2.dilate(depth, np.ones((3, 3), np.uint8))) & (depth > 0)
-    return float(2.0 * np.median(depth[ridge]) - 1.0)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    return _pen_width(cv2.distanceTransform(mask, cv2.DIST_L2, 5), labels, stats, list(range(1, count)))
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, list[Box], float]:
@@ -207,7 +203,7 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, list[Box], float]:
 def _pen_width(depth: np.ndarray, labels: np.ndarray, stats: np.ndarray, pieces: list[int]) -> float:
     """The pen's width over many pieces, each weighted by its ink: the digits' strokes, not the many
     one-pixel slivers a page edge or a faint line can leave (which would win a plain median). ``depth``:
-    the mask's distance transform."""
+    the mask's distance transform; a centre pixel of a stroke w pixels wide lies (w + 1) / 2 from the paper."""
     cv2 = require("cv2")
     if not pieces:
         return 0.0

@@ -42,11 +42,20 @@ class _Calibrated:
         self.clamped = graph.clamp_saturating_ranges(calibrated)
         self.calibrated = graph.dump(calibrated)
         self.folded = 0
+        main = model.subgraphs[0]
+        self.outputs = {_decode(main.tensors[t].name) for t in main.outputs}  # what writes a model output
+
+    def float_output(self, denylist: list[str] | None) -> bool:
+        return bool(self.outputs.intersection(denylist or ()))
 
     def quantize(self, per_channel: bool, denylist: list[str] | None = None) -> bytes:
+        """A flatbuffer with int8 input and output, or float32 output where ``denylist`` leaves an op that
+        writes a model output float: requantizing a float head's probabilities to int8 (steps of 1/256)
+        would tie the top two classes again, which is what leaving the head float is for."""
         mlir = require("tensorflow.lite.python.convert")
+        out = self.tf.float32 if self.float_output(denylist) else self.tf.int8
         quantized = graph.load(mlir.mlir_quantize(self.calibrated, disable_per_channel=not per_channel,
-                                                  input_data_type=self.tf.int8, output_data_type=self.tf.int8,
+                                                  input_data_type=self.tf.int8, output_data_type=out,
                                                   denylisted_nodes=denylist or None))
         self.folded = graph.fold_while_boundaries(quantized)
         graph.slim(quantized)
@@ -67,7 +76,8 @@ def layers(fp32: bytes, keras) -> list[search.Layer]:
 
     model = load_tflite(fp32)
     entries = []
-    for _, sg, op, name, weight in tflite_ops(model):
+    owners: dict[tuple[int, int], str] = {}  # (subgraph, tensor) -> the Keras layer whose op produced it
+    for index, sg, op, name, weight in tflite_ops(model):
         if name == "WHILE" or not len(op.outputs):
             continue
         kernel, macs = None, 0
@@ -78,7 +88,14 @@ def layers(fp32: bytes, keras) -> list[search.Layer]:
                 kernel = np.frombuffer(bytes(bytearray(data)), np.float32).reshape(tuple(tensor.shape))
             macs = _tfl_macs(name, sg, op) * weight
         out = _decode(sg.tensors[op.outputs[0]].name)
-        entries.append((out, name, keras.owner(out, kernel), macs))
+        owner = keras.owner(out, kernel)
+        if owner is None and index == 0 and op.outputs[0] in list(sg.outputs):
+            # the op that writes a model output is renamed after the signature ("StatefulPartitionedCall:0"):
+            # it belongs to the layer that feeds it (a Dense layer's softmax), so that layer can be left float
+            owner = next((owners[(index, t)] for t in op.inputs if (index, t) in owners), None)
+        if owner is not None:
+            owners[(index, op.outputs[0])] = owner
+        entries.append((out, name, owner, macs))
     return search.group_layers(entries)
 
 
@@ -90,7 +107,7 @@ def _fallback_builder(c: _Calibrated, per_channel: bool, found: list[search.Laye
         denylist = [n for label in float_layers for n in by_label[label].nodes]
         path = write(c.quantize(per_channel, denylist))
         notes[name] = {"graph": c.name, "weights": "int8 " + ("per-channel" if per_channel else "per-tensor"),
-                       "folded": c.folded}
+                       "folded": c.folded, "float_output": c.float_output(denylist)}
         return path
 
     return build
@@ -124,7 +141,8 @@ def search_int8(tf, graphs: dict[str, bytes], stock: bytes | None, sixteen, samp
     sixteen_bit = note.get("activations") == "int16"
     recipe.update(weights=note.get("weights", "int8 per-channel"), calibration_images=len(samples),
                   activations="int16 per-tensor" if sixteen_bit else "int8 per-tensor",
-                  io="int16" if sixteen_bit else "int8", candidate=chosen_name)
+                  io="int16" if sixteen_bit else "int8 input, float32 output" if note.get("float_output") else "int8",
+                  candidate=chosen_name)
     if graph.has_while(next(iter(graphs.values()))):
         recipe["while_loop"] = {
             "kept": "WHILE: cell weights stored once, run once per time step", "cell": note.get("graph"),

@@ -276,6 +276,7 @@ class Layer:
     nodes: list[str]  # what the format's quantizer is told to leave float (ORT node names, TFLite tensors)
     op: str
     macs: int
+    share: float = 0.0  # of all the graph's MACs, those of ops no layer owns included
 
 
 Build = Callable[[str, list[str]], Path]  # (candidate name, layers left float) -> artifact path
@@ -309,12 +310,11 @@ class Search:
     def measure_sensitivity(self) -> list[dict]:
         """Per layer: agreement and output error with only that layer left float, against all-int8."""
         base = self.scorer.agreement(self.build("all int8", []))  # ranked on the whole selection
-        total = max(sum(layer.macs for layer in self.layers), 1)
         rows = []
         for layer in self.layers:
             found = self.scorer.agreement(self.build(f"only {layer.label} float", [layer.label]))
             agreement, error = found.overall, found.mean_abs_diff
-            rows.append({"layer": layer.label, "op": layer.op, "mac_share": round(layer.macs / total, 4),
+            rows.append({"layer": layer.label, "op": layer.op, "mac_share": round(layer.share, 4),
                          "agreement_only_it_float": round(agreement, 5),
                          "mean_abs_diff_only_it_float": float(f"{error:.3g}"),
                          "agreement_gain": round(agreement - base.overall, 5),
@@ -392,10 +392,10 @@ class KerasLayers:
         names, kernels = set(), []
         for layer in _leaf_layers(model):
             names.add(layer.name)
-            for weight in layer.weights:
-                value = np.asarray(weight)
-                if value.ndim >= 2 and value.size >= 4:
-                    kernels.append((layer.name, value))
+            matrices = [np.asarray(w) for w in layer.weights if len(w.shape) >= 2 and np.prod(w.shape) >= 4]
+            kernels += [(layer.name, value) for value in matrices]
+            if len(matrices) > 1:  # a recurrent cell whose kernel and recurrent kernel one MatMul holds
+                kernels.append((layer.name, np.concatenate([m.ravel() for m in matrices])))
         return cls(names, kernels)
 
     def owner(self, op_name: str, kernel: np.ndarray | None = None) -> str | None:
@@ -427,7 +427,9 @@ def group_layers(entries: Iterable[tuple[str, str, str | None, int]]) -> list[La
     every multiply-accumulate integer (an int8 LSTM cell state is where a quantized LSTM loses)."""
     grouped: dict[str, Layer] = {}
     parts: dict[str, Layer] = {}
+    total = 0
     for node, op, label, macs in entries:
+        total += macs
         if label is None:
             continue
         layer = grouped.setdefault(label, Layer(label, [], op, 0))
@@ -440,6 +442,7 @@ def group_layers(entries: Iterable[tuple[str, str, str | None, int]]) -> list[La
             part.nodes.append(node)
     found = []
     for label, layer in grouped.items():
+        layer.share = layer.macs / max(total, 1)
         found.append(layer)
         if layer.macs and label in parts:
             found.append(parts[label])

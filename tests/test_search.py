@@ -133,6 +133,24 @@ def test_ranking_prefers_integer_then_speed_among_those_meeting_the_target():
     assert best([int16, int8], t).name == "int8" and best([int16], t).name == "16x8"
 
 
+def test_layers_are_found_in_a_fused_cell_and_shared_out_of_every_mac():
+    """A SimpleRNN cell converted as one MatMul over [x, h] holds the kernel and the recurrent kernel in one
+    matrix: it is still that layer's; and a layer's MAC share counts the MACs no layer owns, so a small head
+    of a graph whose big cell was not matched is not taken for the whole model."""
+    from edgeseq.export.search import KerasLayers, group_layers
+
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.SimpleRNN(8, name="cell"),
+                              keras.layers.Dense(10, name="head")])
+    kernel, recurrent, _ = model.get_layer("cell").get_weights()
+    fused = np.concatenate([kernel, recurrent]).T  # (units, inputs + units), the converter's FC layout
+    known = KerasLayers.of(model)
+    assert known.owner("t3", fused) == "cell" and known.owner("t4", kernel[:5]) is None
+    layers = group_layers([("a", "FULLY_CONNECTED", "cell", 900), ("b", "TANH", "cell", 0),
+                           ("c", "FULLY_CONNECTED", None, 900), ("d", "FULLY_CONNECTED", "head", 200)])
+    share = {layer.label: layer.share for layer in layers}
+    assert share == {"cell": 0.45, "cell (non-MAC ops)": 0.0, "head": 0.1}
+
+
 def test_an_integer_artifact_slower_than_fp32_is_flagged_by_bench_verify_and_pipeline():
     from edgeseq.bench import flag_integer_artifacts
     from edgeseq.parity import worth_flags

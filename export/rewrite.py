@@ -13,6 +13,8 @@ import functools
 
 from edgeseq.lazy import require
 
+SUFFIX = "_concat"  # a rewritten layer is named after the original: <name>_concat (search.KerasLayers.owner)
+
 
 @functools.lru_cache(maxsize=1)
 def _cell_class():
@@ -56,7 +58,7 @@ def _fused(layer, cell_class, go_backwards: bool | None = None):
     cell = cell_class(cfg["units"], cfg["activation"], cfg["use_bias"])
     return keras.layers.RNN(cell, return_sequences=cfg["return_sequences"], return_state=cfg["return_state"],
                             go_backwards=cfg["go_backwards"] if go_backwards is None else go_backwards,
-                            stateful=cfg["stateful"], unroll=cfg["unroll"], name=f"{layer.name}_concat")
+                            stateful=cfg["stateful"], unroll=cfg["unroll"], name=layer.name + SUFFIX)
 
 
 def _stacked(layer) -> list:
@@ -92,7 +94,7 @@ def concat_simple_rnn(model) -> tuple[object, int]:
         else:
             new = keras.layers.Bidirectional(_fused(layer.forward_layer, cell_class, go_backwards=False),
                                              backward_layer=_fused(layer.backward_layer, cell_class, go_backwards=True),
-                                             merge_mode=layer.merge_mode, name=f"{layer.name}_concat")
+                                             merge_mode=layer.merge_mode, name=layer.name + SUFFIX)
         replaced[layer.name] = (layer, new)
         return new
 

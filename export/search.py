@@ -28,6 +28,7 @@ from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
+from edgeseq.export import rewrite
 from edgeseq.export.coverage import MAC_OP_TYPES
 from edgeseq.parity import worth_flags
 
@@ -296,6 +297,9 @@ class Search:
     # which is best around a float layer differs (e.g. a float layer can stop a runtime's fusion).
     alternatives: dict[str, Build] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # remedies that could not be built, and why
+    # op types whose MACs an alternative keeps integer when their layer is left float (TFLite's hybrid
+    # FULLY_CONNECTED): such a layer costs no integer share, so even the main cell of a model may be tried
+    hybrid_ops: tuple[str, ...] = ()
 
     @property
     def target(self) -> Target:
@@ -331,7 +335,7 @@ class Search:
         the ones already float (greedy): a layer that breaks a model on its own hides what the others
         cost, so the one-at-a-time ranking says little about the second layer."""
         rows = self.measure_sensitivity()
-        share = {r["layer"]: r["mac_share"] for r in rows}
+        share = {r["layer"]: 0.0 if r["op"] in self.hybrid_ops else r["mac_share"] for r in rows}
         # most agreement regained first; output error regained breaks ties; cheaper layers first after that
         remaining = [r["layer"] for r in sorted(rows, key=lambda r: (-r["agreement_gain"], -r["error_gain"], r["mac_share"]))]
         chosen: list[str] = []
@@ -409,7 +413,8 @@ class KerasLayers:
         if not match:
             return None
         scope = match.group(1)
-        for candidate in (re.sub(r"_\d+$", "", scope), scope):
+        bare = re.sub(r"_\d+$", "", scope)
+        for candidate in (bare, scope, re.sub(re.escape(rewrite.SUFFIX) + "$", "", bare)):
             if candidate in self.names:
                 return candidate
         return None

@@ -345,6 +345,46 @@ def _drop_orphan_buffers(model) -> None:
             buffer.data = None
 
 
+HYBRID_OPS = ("FULLY_CONNECTED",)  # ops a float layer can keep integer MACs in: int8 weights, float activations
+
+
+def hybridize(model, outputs: set[str]) -> int:
+    """Give the float FULLY_CONNECTED ops that write one of ``outputs`` (tensor names) int8 weights,
+    symmetric per output channel, with their input quantized per call (TFLite's hybrid kernel, as in a
+    dynamic-range model): the layer's activations stay float and its MACs integer. A weight whose buffer
+    another tensor also reads is left float. Returns how many ops were changed."""
+    s = schema()
+    readers: dict[int, int] = {}
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            readers[tensor.buffer] = readers.get(tensor.buffer, 0) + 1
+    changed = 0
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            if op_name(model, op) not in HYBRID_OPS or len(op.inputs) < 2 or not len(op.outputs):
+                continue
+            out = subgraph.tensors[op.outputs[0]].name
+            out = out.decode() if isinstance(out, bytes) else str(out)
+            x, w = subgraph.tensors[op.inputs[0]], subgraph.tensors[op.inputs[1]]
+            data = model.buffers[w.buffer].data
+            if out not in outputs or x.type != FLOAT32 or w.type != FLOAT32 or data is None or readers[w.buffer] != 1:
+                continue
+            kernel = np.frombuffer(bytes(bytearray(data)), np.float32).reshape(tuple(w.shape))
+            rows = kernel.reshape(len(kernel), -1)
+            scale = np.abs(rows).max(axis=1) / 127.0
+            scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+            q = np.clip(np.round(rows / scale[:, None]), -127, 127).astype(np.int8)
+            model.buffers[w.buffer].data = np.frombuffer(q.tobytes(), np.uint8)
+            w.type = INT8
+            params = s.QuantizationParametersT()
+            params.scale, params.zeroPoint = scale, np.zeros(len(scale), np.int64)
+            params.quantizedDimension = 0
+            w.quantization = params
+            op.builtinOptions.asymmetricQuantizeInputs = True
+            changed += 1
+    return changed
+
+
 def _set_int8(tensor, params: tuple) -> None:
     s = schema()
     tensor.type = INT8

@@ -10,7 +10,9 @@ Every candidate comes from the converter's own calibrator and MLIR quantizer, ru
 - **16-bit activations** (models without WHILE loops): int16 activations, int8 weights (TFLite 16x8),
   still integer arithmetic.
 - **float fallback**: the quantizer's denylist leaves the most sensitive layers' ops float (their inputs
-  dequantized, their outputs requantized), one more layer at a time.
+  dequantized, their outputs requantized), one more layer at a time; each step is also measured with the
+  float layers' FULLY_CONNECTED weights in int8 (hybrid kernels: float activations, integer MACs), so a
+  recurrent cell whose int8 state is what loses can be left float without becoming a float model.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from edgeseq.export import tflite_graph as graph
 from edgeseq.lazy import require
 
 WEIGHTS = {"per-channel": True, "per-tensor": False}  # weight granularity candidates: name -> per-channel?
+HYBRID = "int8 weights in float layers"  # the fallback's hybrid variant, as its candidates are named
 MAC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV")
 
 
@@ -41,23 +44,25 @@ class _Calibrated:
         calibrated = graph.load(calibrator.Calibrator(prepared).calibrate(_dataset(samples, batch)))
         self.clamped = graph.clamp_saturating_ranges(calibrated)
         self.calibrated = graph.dump(calibrated)
-        self.folded = 0
+        self.folded = self.hybrid = 0
         main = model.subgraphs[0]
         self.outputs = {_decode(main.tensors[t].name) for t in main.outputs}  # what writes a model output
 
     def float_output(self, denylist: list[str] | None) -> bool:
         return bool(self.outputs.intersection(denylist or ()))
 
-    def quantize(self, per_channel: bool, denylist: list[str] | None = None) -> bytes:
+    def quantize(self, per_channel: bool, denylist: list[str] | None = None, hybrid: bool = False) -> bytes:
         """A flatbuffer with int8 input and output, or float32 output where ``denylist`` leaves an op that
         writes a model output float: requantizing a float head's probabilities to int8 (steps of 1/256)
-        would tie the top two classes again, which is what leaving the head float is for."""
+        would tie the top two classes again, which is what leaving the head float is for. ``hybrid``: the
+        denylisted FULLY_CONNECTED ops get int8 weights (:func:`tflite_graph.hybridize`)."""
         mlir = require("tensorflow.lite.python.convert")
         out = self.tf.float32 if self.float_output(denylist) else self.tf.int8
         quantized = graph.load(mlir.mlir_quantize(self.calibrated, disable_per_channel=not per_channel,
                                                   input_data_type=self.tf.int8, output_data_type=out,
                                                   denylisted_nodes=denylist or None))
         self.folded = graph.fold_while_boundaries(quantized)
+        self.hybrid = graph.hybridize(quantized, set(denylist or ())) if hybrid else 0
         graph.slim(quantized)
         return graph.dump(quantized)
 
@@ -99,15 +104,17 @@ def layers(fp32: bytes, keras) -> list[search.Layer]:
     return search.group_layers(entries)
 
 
-def _fallback_builder(c: _Calibrated, per_channel: bool, found: list[search.Layer], notes: dict, write):
-    """``build(name, float_layers)`` for one calibrated graph and weight granularity."""
+def _fallback_builder(c: _Calibrated, per_channel: bool, found: list[search.Layer], notes: dict, write,
+                      hybrid: bool = False):
+    """``build(name, float_layers)`` for one calibrated graph and weight granularity (``hybrid``: the
+    float layers' FULLY_CONNECTED weights in int8)."""
     by_label = {layer.label: layer for layer in found}
 
     def build(name: str, float_layers: list[str]) -> Path:
         denylist = [n for label in float_layers for n in by_label[label].nodes]
-        path = write(c.quantize(per_channel, denylist))
+        path = write(c.quantize(per_channel, denylist, hybrid))
         notes[name] = {"graph": c.name, "weights": "int8 " + ("per-channel" if per_channel else "per-tensor"),
-                       "folded": c.folded, "float_output": c.float_output(denylist)}
+                       "folded": c.folded, "float_output": c.float_output(denylist), "hybrid_ops": c.hybrid}
         return path
 
     return build
@@ -143,6 +150,9 @@ def search_int8(tf, graphs: dict[str, bytes], stock: bytes | None, sixteen, samp
                   activations="int16 per-tensor" if sixteen_bit else "int8 per-tensor",
                   io="int16" if sixteen_bit else "int8 input, float32 output" if note.get("float_output") else "int8",
                   candidate=chosen_name)
+    if note.get("hybrid_ops"):
+        recipe["float_layers"] = (f"{note['hybrid_ops']} FULLY_CONNECTED ops with int8 weights per channel and float "
+                                  "activations (hybrid kernels: input quantized per call, integer MACs)")
     if graph.has_while(next(iter(graphs.values()))):
         recipe["while_loop"] = {
             "kept": "WHILE: cell weights stored once, run once per time step", "cell": note.get("graph"),
@@ -220,4 +230,8 @@ class _Run:
         labels = {layer.label for layer in found[leader.name]}
         runner.build, runner.family, runner.layers = builders.pop(leader.name), leader.name, found[leader.name]
         runner.alternatives = {name: b for name, b in builders.items() if {x.label for x in found[name]} == labels}
+        c, per_channel = starts[leader.name]
+        runner.alternatives[f"{leader.name}, {HYBRID}"] = _fallback_builder(c, per_channel, found[leader.name],
+                                                                           self.notes, self.write, hybrid=True)
+        runner.hybrid_ops = graph.HYBRID_OPS
         runner.fallback()

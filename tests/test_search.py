@@ -215,3 +215,42 @@ def test_gelu_converts_to_onnx_that_runs(tmp_path, splits):
     images = splits[1].images[:64]
     outputs = open_runner(tmp_path / "gelu.onnx").run(images)
     assert np.abs(outputs - np.asarray(model(images))).max() < 1e-4
+
+
+def test_a_float_layer_can_keep_int8_weights_on_hybrid_kernels(tmp_path, splits):
+    """The fallback's hybrid variant: a layer left float gets int8 weights per output channel and a
+    float input quantized per call, so its MACs stay integer and its activations float."""
+    tf = pytest.importorskip("tensorflow")
+    from edgeseq.export import tflite, tflite_graph, tflite_int8
+    from edgeseq.export.coverage import tflite_coverage
+    from edgeseq.export.search import KerasLayers
+    from edgeseq.runtimes import open_runner
+
+    L = keras.layers
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((28, 28)), L.Flatten(), L.Dense(32, activation="relu", name="hidden"),
+                              L.Dense(10, activation="softmax", name="out")])
+    model = keras.models.load_model(trained(model, splits, tmp_path / "m.keras"))
+    images = splits[0].images[:64].astype(np.float32)
+    with tflite._saved_model(tf, model, 1) as saved:
+        fp32 = tflite._convert(tf, saved, Quant.fp32, None, (28, 28), 1, {})
+    calibrated = tflite_int8._Calibrated(tf, "float graph", fp32, images, 1)
+    found = {layer.label: layer for layer in tflite_int8.layers(fp32, KerasLayers.of(model))}
+    denylist = found["hidden"].nodes
+    for hybrid in (False, True):
+        path = tmp_path / f"hybrid-{hybrid}.tflite"
+        path.write_bytes(calibrated.quantize(True, denylist, hybrid=hybrid))
+        flat = tflite_graph.load(path.read_bytes())
+        fcs = [op for op in flat.subgraphs[0].operators if tflite_graph.op_name(flat, op) == "FULLY_CONNECTED"]
+        weights = [flat.subgraphs[0].tensors[op.inputs[1]] for op in fcs]
+        assert sorted(w.type for w in weights) == ([tflite_graph.FLOAT32, tflite_graph.INT8] if not hybrid
+                                                   else [tflite_graph.INT8, tflite_graph.INT8])
+        assert calibrated.hybrid == int(hybrid)
+        share = tflite_coverage(path)["int8_mac_share"]
+        assert (share == 1.0) if hybrid else (share < 0.05)  # "hidden" holds 98.7 % of the MACs
+        if hybrid:
+            scales = [w.quantization.scale for w in weights if w.shape[0] == 32]
+            assert len(scales) == 1 and len(scales[0]) == 32  # per output channel
+            x = splits[1].images[:200]
+            agree = (open_runner(path).run(x).argmax(-1) == np.asarray(model(x)).argmax(-1)).mean()
+            assert agree >= 0.97, agree

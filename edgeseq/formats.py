@@ -18,7 +18,7 @@ class Quant(str, Enum):
     fp32 = "fp32"  # the float model as converted
     fp16 = "fp16"  # float16 weights (TFLite: dequantized at load; ONNX: float16 compute, float32 I/O)
     dynamic = "dynamic"  # int8 weights, activations quantized on the fly
-    int8 = "int8"  # full integer, calibrated (TFLite: int8 input and output tensors)
+    int8 = "int8"  # integer, calibrated (TFLite: int8 input; int8 output unless the search leaves the head float)
 
 
 EXTENSIONS = {Format.tflite: ".tflite", Format.onnx: ".onnx"}

@@ -1,4 +1,5 @@
-"""Keras -> .tflite: fp32, fp16, dynamic-range and full-integer int8 (int8 input and output tensors).
+"""Keras -> .tflite: fp32, fp16, dynamic-range and int8 (int8 input; int8 output, or float32 where
+the int8 search leaves the output layer float).
 
 The batch dimension is fixed (default 1): TFLite cannot lower Keras 3 recurrent loops with a dynamic
 batch (``TensorListReserve ... element_shape to be static``), and batch 1 is what an edge device runs.

@@ -1,7 +1,7 @@
 """Full-integer int8 .tflite through the accuracy-aware search (:mod:`edgeseq.export.search`).
 
 Every candidate comes from the converter's own calibrator and MLIR quantizer, run on a float flatbuffer
-(int8 input and output tensors):
+(int8 input; int8 output unless the output layer is left float):
 
 - **standard**: the stock converter's full-int8 result (models without WHILE loops: the converter's int8
   path crashes on them), and each float graph (the Keras cells, or a rewrite of them) quantized with

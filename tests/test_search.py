@@ -254,3 +254,35 @@ def test_a_float_layer_can_keep_int8_weights_on_hybrid_kernels(tmp_path, splits)
             x = splits[1].images[:200]
             agree = (open_runner(path).run(x).argmax(-1) == np.asarray(model(x)).argmax(-1)).mean()
             assert agree >= 0.97, agree
+
+
+def test_dynamic_matmuls_are_stored_fused_with_the_same_outputs(tmp_path):
+    """ORT's dynamic quantizer writes five or six nodes per MatMul; stored as the one DynamicQuantizeMatMul
+    ORT runs, the file is smaller and every output bit-identical."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import quantize_dynamic
+    from edgeseq.export.onnx_quant import fuse_dynamic_matmuls
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+               for name, shape in (("w1", (64, 32)), ("b1", (32,)), ("w2", (32, 10)))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 10])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "f.onnx")
+    quantize_dynamic(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), per_channel=True)
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    before = [n.op_type for n in model.graph.node]
+    assert before.count("MatMulInteger") == 2 and before.count("DynamicQuantizeLinear") == 2
+    assert fuse_dynamic_matmuls(model) == 2
+    after = [n.op_type for n in model.graph.node]
+    assert after == ["DynamicQuantizeMatMul", "Relu", "DynamicQuantizeMatMul"], after  # the bias folded in
+    onnx.save(model, str(tmp_path / "fused.onnx"))
+    assert (tmp_path / "fused.onnx").stat().st_size < (tmp_path / "q.onnx").stat().st_size
+    x = rng.normal(size=(5, 64)).astype(np.float32)
+    run = [ort.InferenceSession(str(tmp_path / p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+           for p in ("q.onnx", "fused.onnx")]
+    assert np.array_equal(run[0], run[1])

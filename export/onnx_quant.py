@@ -372,57 +372,55 @@ def fuse_dynamic_matmuls(model) -> int:
     with constant weights, scales and zero points, are fused. Returns how many were."""
     onnx = require("onnx")
     graph = model.graph
-    constants = {i.name for i in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
     readers: dict[str, list] = {}
     for node in graph.node:
         for x in node.input:
             readers.setdefault(x, []).append(node)
     for value in graph.output:
         readers.setdefault(value.name, []).append(None)
-
-    def sole(name: str, op: str):
-        users = readers.get(name, [])
-        return users[0] if len(users) == 1 and users[0] is not None and users[0].op_type == op else None
-
-    fused, drop, replace = 0, set(), {}
-    for mmi in graph.node:
-        if mmi.op_type != "MatMulInteger" or len(mmi.input) != 4:
-            continue
-        quant = producer.get(mmi.input[0])
-        if quant is None or quant.op_type != "DynamicQuantizeLinear" or mmi.input[2] != quant.output[2]:
-            continue
-        weight, weight_zero = mmi.input[1], mmi.input[3]
-        cast = sole(mmi.output[0], "Cast")
-        if weight not in constants or weight_zero not in constants or cast is None:
-            continue
-        if sole(quant.output[0], "MatMulInteger") is not mmi or sole(quant.output[2], "MatMulInteger") is not mmi:
-            continue
-        rescale = sole(cast.output[0], "Mul")
-        scales = sole(quant.output[1], "Mul")
-        if rescale is None or scales is None or scales.output[0] not in rescale.input or \
-                sole(scales.output[0], "Mul") is not rescale:
-            continue
-        weight_scale = next((x for x in scales.input if x != quant.output[1]), None)
-        if weight_scale not in constants:
-            continue
-        inputs, last = [quant.input[0], weight, weight_scale, weight_zero], rescale
-        add = sole(rescale.output[0], "Add")
-        if add is not None:
-            bias = next((x for x in add.input if x != rescale.output[0]), None)
-            if bias in constants and len(next(i for i in graph.initializer if i.name == bias).dims) == 1:
-                inputs.append(bias)
-                last = add
-        node = onnx.helper.make_node("DynamicQuantizeMatMul", inputs, [last.output[0]], domain="com.microsoft",
-                                     name=f"edgeseq_dqmm{fused}")
-        chain = [quant, mmi, cast, scales, rescale] + ([add] if last is add else [])
+    producer = {o: n for n in graph.node for o in n.output}
+    constants = {i.name: i for i in graph.initializer}
+    chains = [_dynamic_chain(node, producer, constants, readers) for node in graph.node
+              if node.op_type == "MatMulInteger"]
+    replace, drop = {}, set()
+    for index, (inputs, chain) in enumerate(c for c in chains if c is not None):
+        replace[id(chain[-1])] = onnx.helper.make_node("DynamicQuantizeMatMul", inputs, [chain[-1].output[0]],
+                                                       domain="com.microsoft", name=f"edgeseq_dqmm{index}")
         drop.update(id(n) for n in chain)
-        replace[id(last)] = node
-        fused += 1
-    if fused:
+    if replace:
         kept = [replace.get(id(n), n) for n in graph.node if id(n) not in drop or id(n) in replace]
         del graph.node[:]
         graph.node.extend(kept)
         if not any(o.domain == "com.microsoft" for o in model.opset_import):
             model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    return fused
+    return len(replace)
+
+
+def _dynamic_chain(mmi, producer: dict, constants: dict, readers: dict[str, list]) -> tuple[list[str], list] | None:
+    """(DynamicQuantizeMatMul inputs, the nodes it replaces, last one last) for the chain around the
+    MatMulInteger ``mmi`` (see :func:`fuse_dynamic_matmuls`), or None where it is not that chain."""
+    def sole(name: str, op: str):
+        users = readers.get(name, [])
+        return users[0] if len(users) == 1 and users[0] is not None and users[0].op_type == op else None
+
+    quant = producer.get(mmi.input[0])
+    if len(mmi.input) != 4 or quant is None or quant.op_type != "DynamicQuantizeLinear" or mmi.input[2] != quant.output[2]:
+        return None
+    weight, weight_zero, cast = mmi.input[1], mmi.input[3], sole(mmi.output[0], "Cast")
+    if weight not in constants or weight_zero not in constants or cast is None:
+        return None
+    if sole(quant.output[0], "MatMulInteger") is not mmi or sole(quant.output[2], "MatMulInteger") is not mmi:
+        return None
+    rescale, scales = sole(cast.output[0], "Mul"), sole(quant.output[1], "Mul")
+    if rescale is None or scales is None or sole(scales.output[0], "Mul") is not rescale:
+        return None
+    weight_scale = next((x for x in scales.input if x != quant.output[1]), None)
+    if weight_scale not in constants:
+        return None
+    inputs, chain = [quant.input[0], weight, weight_scale, weight_zero], [quant, mmi, cast, scales, rescale]
+    add = sole(rescale.output[0], "Add")
+    bias = next((x for x in add.input if x != rescale.output[0]), None) if add is not None else None
+    if bias in constants and len(constants[bias].dims) == 1:
+        inputs.append(bias)
+        chain.append(add)
+    return inputs, chain

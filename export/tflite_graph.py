@@ -345,6 +345,11 @@ def _drop_orphan_buffers(model) -> None:
             buffer.data = None
 
 
+def tensor_name(tensor) -> str:
+    name = tensor.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 HYBRID_OPS = ("FULLY_CONNECTED",)  # ops a float layer can keep integer MACs in: int8 weights, float activations
 
 
@@ -363,8 +368,7 @@ def hybridize(model, outputs: set[str]) -> int:
         for op in subgraph.operators:
             if op_name(model, op) not in HYBRID_OPS or len(op.inputs) < 2 or not len(op.outputs):
                 continue
-            out = subgraph.tensors[op.outputs[0]].name
-            out = out.decode() if isinstance(out, bytes) else str(out)
+            out = tensor_name(subgraph.tensors[op.outputs[0]])
             x, w = subgraph.tensors[op.inputs[0]], subgraph.tensors[op.inputs[1]]
             data = model.buffers[w.buffer].data
             if out not in outputs or x.type != FLOAT32 or w.type != FLOAT32 or data is None or readers[w.buffer] != 1:

@@ -46,7 +46,7 @@ class _Calibrated:
         self.calibrated = graph.dump(calibrated)
         self.folded = self.hybrid = 0
         main = model.subgraphs[0]
-        self.outputs = {_decode(main.tensors[t].name) for t in main.outputs}  # what writes a model output
+        self.outputs = {graph.tensor_name(main.tensors[t]) for t in main.outputs}  # what writes a model output
 
     def float_output(self, denylist: list[str] | None) -> bool:
         return bool(self.outputs.intersection(denylist or ()))
@@ -92,7 +92,7 @@ def layers(fp32: bytes, keras) -> list[search.Layer]:
             if data is not None and len(data) == 4 * int(np.prod(tensor.shape)):
                 kernel = np.frombuffer(bytes(bytearray(data)), np.float32).reshape(tuple(tensor.shape))
             macs = _tfl_macs(name, sg, op) * weight
-        out = _decode(sg.tensors[op.outputs[0]].name)
+        out = graph.tensor_name(sg.tensors[op.outputs[0]])
         owner = keras.owner(out, kernel)
         if owner is None and index == 0 and op.outputs[0] in list(sg.outputs):
             # the op that writes a model output is renamed after the signature ("StatefulPartitionedCall:0"):
@@ -123,10 +123,6 @@ def _fallback_builder(c: _Calibrated, per_channel: bool, found: list[search.Laye
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
-
-
-def _decode(name) -> str:
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def search_int8(tf, graphs: dict[str, bytes], stock: bytes | None, sixteen, samples: np.ndarray, batch: int,

@@ -286,3 +286,39 @@ def test_dynamic_matmuls_are_stored_fused_with_the_same_outputs(tmp_path):
     run = [ort.InferenceSession(str(tmp_path / p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
            for p in ("q.onnx", "fused.onnx")]
     assert np.array_equal(run[0], run[1])
+
+
+@pytest.mark.parametrize("channels, kept", [(64, True), (2, False)])
+def test_the_output_layer_stays_float_only_while_it_is_small_in_weights_too(tmp_path, channels, kept):
+    """A float head keeps low-margin predictions, but a head holding much of the weights (keras.io's
+    convnet: 46 %, for 0.7 % of its MACs) would keep the int8 file near fp32's size: then it is quantized
+    with the rest. Here the head is 0.1 % of the MACs either way, and 1.7 % or 36 % of the weights."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    from edgeseq.export.onnx_quant import output_head
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+               for name, shape in (("w1", (32, channels, 3, 3)), ("w2", (32, 10)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"], name="pool"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("MatMul", ["f", "w2"], ["y"], name="head"),
+             helper.make_node("Softmax", ["y"], ["p"], name="softmax")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 28, 28])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 10])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "f.onnx")
+    head, share = output_head(tmp_path / "f.onnx", None)
+    assert 0 < share < 0.002, share
+    assert head == (["softmax", "head"] if kept else []), (head, share)
+
+
+def test_the_selection_copies_camera_like_images_spread_over_it():
+    from edgeseq.export.bundle import SELECTION_CAMERA_COPIES, camera_copies, selection_slice
+
+    held_out = selection_slice(60_000, 300)
+    assert (held_out.start, held_out.stop) == (55_000, 60_000)  # the zoo's 5,000 validation images
+    copies = np.arange(5000)[camera_copies(5000)]
+    assert len(copies) == SELECTION_CAMERA_COPIES and copies[0] < 10 and copies[-1] > 4990  # every k-th
+    assert len(np.arange(500)[camera_copies(500)]) == 250  # a small split: half of it, as before
+    assert selection_slice(600, 100) == slice(100, 600)  # never the calibration images

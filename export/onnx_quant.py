@@ -33,8 +33,9 @@ MAC_OPS = ("MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN")
 RANGES = {"percentile": "Percentile", "entropy": "Entropy"}  # stage 2: other range settings
 HEAD_MAX_SHARE = 0.02  # keep the output layer float only while it is at most this share of the MACs,
 # and of the weights: keras.io's convnet keeps 46 % of its weights in its 1600->10 head (0.7 % of its MACs),
-# and a float head left its int8 ONNX at 0.62x fp32's size
-HEAD_MAX_WEIGHTS = 0.05
+# and a float head left its int8 ONNX at 0.62x fp32's size. At 5 % the 64->10 head of a 1-epoch SimpleRNN
+# (9.8 % of its weights) went int8 and its onnx-int8 fell from 99.76 % to 99.49 % agreement.
+HEAD_MAX_WEIGHTS = 0.25
 
 
 class _Calibration:

@@ -7,6 +7,7 @@ and on a Jetson (JetPack 5 ships ORT 1.16, opset <= 19) both run.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -48,8 +49,25 @@ def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None 
                         "kernel)"} if fused else {}
         made = convert_fp32(model, source, fuse=False, keep_names=True)
         note.update({k: made[k] for k in ("rewrites", "loops") if k in made})
-        return {**derive(source, out_path, quant, calibration, selection, fp32_path or source, KerasLayers.of(model)),
-                **note}
+        equalized = functools.partial(_equalized, model, calibration, Path(scratch) / "equalized.onnx")
+        return {**derive(source, out_path, quant, calibration, selection, fp32_path or source, KerasLayers.of(model),
+                         equalized), **note}
+
+
+def _equalized(model, calibration: np.ndarray | None, out_path: Path):
+    """The float graph of ``model`` with its channel ranges equalized (:mod:`edgeseq.export.equalize`), as an
+    :class:`edgeseq.export.onnx_quant.Equalized`; None where no tensor can be."""
+    from edgeseq.export import equalize, onnx_quant
+    from edgeseq.export.search import KerasLayers
+
+    if calibration is None or not len(calibration):
+        return None
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    same, pairs = equalize.equalize(model, np.asarray(calibration, np.float32).reshape((-1, *shape)))
+    if not pairs:
+        return None
+    convert_fp32(same, out_path, fuse=False, keep_names=True)
+    return onnx_quant.Equalized(out_path, KerasLayers.of(same), [p.record() for p in pairs])
 
 
 def _op_types(path: Path) -> set[str]:
@@ -265,10 +283,12 @@ def _write_slim(source: Path, out_path: Path) -> None:
 
 
 def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
-           selection=None, baseline: Path | None = None, keras=None) -> dict:
+           selection=None, baseline: Path | None = None, keras=None, equalized=None) -> dict:
     """Write the ``quant`` artifact made from ``fp32_path``; returns its recipe.
 
-    selection: a :class:`edgeseq.export.search.Selection` the dynamic and int8 searches measure on."""
+    selection: a :class:`edgeseq.export.search.Selection` the dynamic and int8 searches measure on;
+    equalized: () -> an :class:`edgeseq.export.onnx_quant.Equalized` graph (or None) the int8 search may
+    also try."""
     recipe = {"from": "fp32 onnx", "opset": OPSET, "batch": "dynamic"}
     with tempfile.TemporaryDirectory() as scratch:
         made = Path(scratch) / Path(out_path).name
@@ -277,7 +297,8 @@ def derive(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarra
         else:
             from edgeseq.export import onnx_quant
 
-            recipe = {**recipe, **onnx_quant.integer(fp32_path, made, quant, calibration, selection, baseline, keras)}
+            recipe = {**recipe, **onnx_quant.integer(fp32_path, made, quant, calibration, selection, baseline, keras,
+                                                     equalized)}
         _write_slim(made, out_path)
     return {**recipe, **SLIM_NOTE}
 

@@ -9,7 +9,9 @@ Two families of integer graphs:
 - **dynamic integer**: int8/uint8 weights, activations quantized per call.
 
 Stages, cheapest first: the standard candidates of each family; then static QDQ with percentile and
-entropy ranges instead of min-max; then float fallback of the most sensitive layers (measured one at a
+entropy ranges instead of min-max; then static QDQ of the model with its channel ranges equalized
+(:mod:`edgeseq.export.equalize`: only weights change; per-channel weights, which its scales assume); then
+float fallback of the most sensitive layers (measured one at a
 time) in the family that scored best. ORT's CPU provider has no int16 MatMul/Conv kernels, so 16-bit
 activations would run as float there: that remedy is not offered for ONNX.
 """
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgeseq.atomic import atomic_path
-from edgeseq.export import search
+from edgeseq.export import equalize, search
 from edgeseq.formats import Quant
 from edgeseq.lazy import require
 
@@ -36,6 +39,16 @@ HEAD_MAX_SHARE = 0.02  # keep the output layer float only while it is at most th
 # and a float head left its int8 ONNX at 0.62x fp32's size. At 5 % the 64->10 head of a 1-epoch SimpleRNN
 # (9.8 % of its weights) went int8 and its onnx-int8 fell from 99.76 % to 99.49 % agreement.
 HEAD_MAX_WEIGHTS = 0.25
+EQUALIZED = "static QDQ, channels equalized"  # the family of the equalized graph, and its stage
+
+
+@dataclass
+class Equalized:
+    """An fp32 .onnx of an equalized copy of the model, with that copy's layers (which node is which)."""
+
+    path: Path
+    keras: search.KerasLayers
+    pairs: list[dict]  # :meth:`edgeseq.export.equalize.Pair.record` of each equalized tensor
 
 
 class _Calibration:
@@ -83,12 +96,14 @@ class _Family:
 
 
 def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
-            selection: search.Selection | None, baseline: Path | None = None, keras=None) -> dict:
+            selection: search.Selection | None, baseline: Path | None = None, keras=None,
+            equalized=None) -> dict:
     """Write the dynamic or int8 artifact of ``fp32_path``; returns its recipe (with the search record).
 
     baseline: the fp32 artifact the result is timed and sized against (the bundle's own, when the
     integer graph starts from another form of it, e.g. with its GRU unrolled); keras: the model's
-    :class:`~edgeseq.export.search.KerasLayers`, to tell which ops each layer became.
+    :class:`~edgeseq.export.search.KerasLayers`, to tell which ops each layer became; equalized: () -> the
+    :class:`Equalized` graph, or None where no tensor can be (a stage of the int8 search, built if reached).
     """
     onnx = require("onnx")
     ort = require("onnxruntime")
@@ -102,6 +117,7 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
         scratch = Path(tmp)
         source, hoisted = _hoisted_copy(fp32_path, scratch)
         families = {"dynamic integer": _dynamic_family(scratch, source, time_steps, hoisted, keras)}
+        later = None
         if quant is Quant.int8:
             images = np.asarray(calibration, np.float32).reshape((-1, *input_shape))
             static = _static_family(scratch, source, time_steps, hoisted, images, keras)
@@ -109,13 +125,16 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
             if "Gemm" in _op_types(static.graph):  # which of the two ORT runs faster differs by model: try both
                 families["static QDQ, MatMul+Add kept"] = _static_family(scratch, source, time_steps, hoisted, images,
                                                                          keras, optimize=False)
+            later = _Later(scratch, equalized, time_steps, images) if equalized is not None else None
         if selection is None:  # nothing to measure on: the first family's standard candidate
             name, family = next(iter(families.items()))
             chosen_path, chosen_name, record = family.build(name, []), name, None
         else:
             target = search.Target(agreement=search.TARGET_AGREEMENT if quant is Quant.int8 else 0.999)
             scorer = search.Scorer(selection, baseline or fp32_path, lambda p: onnx_coverage(p, time_steps), target)
-            chosen_name, chosen_path, record = _search(families, scorer)
+            chosen_name, chosen_path, record = _search(families, scorer, later)
+            if later is not None and later.family is not None:
+                families[EQUALIZED] = later.family
         with atomic_path(out_path) as tmp_out:
             tmp_out.write_bytes(Path(chosen_path).read_bytes())
     family_name = _family_of(chosen_name, families)
@@ -134,6 +153,8 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
     if hoisted:
         recipe["loops"] = (f"{hoisted} loop-carried constants hoisted into the loop body; its MatMuls run ORT's "
                            "dynamic integer kernels (MatMulInteger), weights stored once")
+    if family_name == EQUALIZED:
+        recipe["equalized"] = later.equalized.pairs
     if family.head:
         recipe["kept_float"] = {"nodes": family.head, "mac_share": round(family.head_share, 4),
                                 "why": "output layer at higher precision"}
@@ -142,8 +163,36 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
     return recipe
 
 
-def _search(families: dict[str, _Family], scorer: search.Scorer) -> tuple[str, Path, dict]:
-    """Stage 1 standard candidates, stage 2 other ranges (static), stage 3 float fallback."""
+class _Later:
+    """The static QDQ family of the equalized graph, built the first time the search asks for it."""
+
+    def __init__(self, scratch: Path, make, time_steps, images: np.ndarray):
+        self.scratch, self.make, self.time_steps, self.images = scratch, make, time_steps, images
+        self.equalized: Equalized | None = None
+        self.family: _Family | None = None
+        self.asked, self.failed = False, None  # why it could not be built
+
+    def get(self) -> _Family | None:
+        if not self.asked:
+            self.asked = True
+            try:
+                self.equalized = self.make()
+            except Exception as exc:  # noqa: BLE001 - a remedy that could not be built is a remedy less
+                text = str(exc).strip()
+                self.failed = (text.splitlines()[0] if text else type(exc).__name__)[:200]
+            if self.equalized is not None:
+                folder = self.scratch / "equalized"  # its prepared graph has the same name as the others'
+                folder.mkdir()
+                source, hoisted = _hoisted_copy(self.equalized.path, folder)
+                self.family = _static_family(folder, source, self.time_steps, hoisted, self.images,
+                                             self.equalized.keras)
+        return self.family
+
+
+def _search(families: dict[str, _Family], scorer: search.Scorer, later: _Later | None = None
+            ) -> tuple[str, Path, dict]:
+    """Stage 1 standard candidates, stage 2 other ranges (static), stage 3 the equalized graph, stage 4
+    float fallback (from the best of all of them)."""
     built: dict[str, Path] = {}
     for name, family in families.items():
         for suffix, options in family.variants.items():
@@ -157,6 +206,14 @@ def _search(families: dict[str, _Family], scorer: search.Scorer) -> tuple[str, P
         ranges = {f"{leader.name}, {label} ranges": static.build(label, [], **options, method=method)
                   for label, method in RANGES.items()}
         done = runner.stage("range setting", ranges)
+    equalized = later.get() if not done and later is not None else None
+    if later is not None and later.failed:
+        runner.skipped.append(f"{equalize.STAGE}: {later.failed}")
+    if equalized is not None:
+        families = {**families, EQUALIZED: equalized}
+        built = {f"{EQUALIZED}{suffix}": equalized.build(f"{EQUALIZED}{suffix}", [], **options)
+                 for suffix, options in equalized.variants.items()}
+        done = runner.stage(equalize.STAGE, built)
     if not done:
         leader = search.best(runner.candidates, scorer.target)
         family = families[_family_of(leader.name, families)]

@@ -1,7 +1,8 @@
 """Accuracy-aware int8: candidates in order of cost, measured on held-out images, until one holds.
 
 Each format's recipe (:mod:`edgeseq.export.tflite`, :mod:`edgeseq.export.onnx`) proposes candidates in
-stages, cheapest first: its standard recipes, then other range settings, then float fallback of the
+stages, cheapest first: its standard recipes, then other range settings, cross-layer equalization
+(:mod:`edgeseq.export.equalize`) and 16-bit activations where the format has them, then float fallback of the
 fewest, most sensitive layers. Every candidate is measured here the same way, on held-out training
 images (never calibration images, never the test set), at batch 1 as a device runs it:
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from edgeseq.export import rewrite
+from edgeseq.export import equalize, rewrite
 from edgeseq.export import tflite_graph as graph
 
 from edgeseq.atomic import atomic_path
@@ -45,17 +45,32 @@ def convert(model, out_path: Path, quant: Quant, calibration: np.ndarray | None 
                     with _saved_model(tf, fused, batch) as fused_saved:
                         graphs["concatenated SimpleRNN cell"] = _convert(tf, fused_saved, Quant.fp32, None,
                                                                          input_shape, batch, {})
+            equalized = functools.partial(_equalized, tf, model, samples, batch, next(iter(graphs)))
             stock = None if loops else _convert(tf, saved, quant, samples, input_shape, batch, {})
             sixteen = None if loops else functools.partial(_convert, tf, saved, Quant.int8, samples, input_shape,
                                                            batch, {}, activations16=True)
             from edgeseq.export import tflite_int8
 
-            flatbuffer = tflite_int8.search_int8(tf, graphs, stock, sixteen, samples, batch, recipe, selection, model)
+            flatbuffer = tflite_int8.search_int8(tf, graphs, stock, sixteen, samples, batch, recipe, selection, model,
+                                                 equalized)
         else:
             flatbuffer = _convert(tf, saved, quant, calibration, input_shape, batch, recipe)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(flatbuffer)
     return recipe
+
+
+def _equalized(tf, model, samples: np.ndarray, batch: int, graph_name: str):
+    """A :class:`edgeseq.export.tflite_int8.Equalized` float graph of ``model`` with its channel ranges
+    equalized (:mod:`edgeseq.export.equalize`), or None where no tensor can be."""
+    from edgeseq.export import tflite_int8
+
+    same, pairs = equalize.equalize(model, samples)
+    if not pairs:
+        return None
+    with _saved_model(tf, same, batch) as saved:
+        fp32 = _convert(tf, saved, Quant.fp32, None, _input_shape(model), batch, {})
+    return tflite_int8.Equalized(f"{graph_name}, channels equalized", fp32, same, [p.record() for p in pairs])
 
 
 def _input_shape(model) -> tuple:

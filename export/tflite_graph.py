@@ -385,8 +385,32 @@ def hybridize(model, outputs: set[str]) -> int:
             params.quantizedDimension = 0
             w.quantization = params
             op.builtinOptions.asymmetricQuantizeInputs = True
+            op.opcodeIndex = _opcode_at_least(model, op.opcodeIndex, HYBRID_VERSION)
             changed += 1
     return changed
+
+
+# The FULLY_CONNECTED version TensorFlow's converter writes for this kernel (per-channel int8 weights, float
+# input quantized per call). Left at the int8 op's version, tflite-runtime 2.14 loads the op and returns
+# wrong outputs (measured: top-1 differed from LiteRT 2.3 on every input); at this version it refuses to
+# load the model, naming the op, as it does the converter's own dynamic-range output.
+HYBRID_VERSION = 12
+
+
+def _opcode_at_least(model, index: int, version: int) -> int:
+    """The index of an operator code like ``index``'s with at least ``version`` (added when missing)."""
+    code = model.operatorCodes[index]
+    if code.version >= version:
+        return index
+    for i, other in enumerate(model.operatorCodes):
+        if (other.builtinCode, other.deprecatedBuiltinCode, other.customCode) == (
+                code.builtinCode, code.deprecatedBuiltinCode, code.customCode) and other.version == version:
+            return i
+    new = schema().OperatorCodeT()
+    new.builtinCode, new.deprecatedBuiltinCode = code.builtinCode, code.deprecatedBuiltinCode
+    new.customCode, new.version = code.customCode, version
+    model.operatorCodes.append(new)
+    return len(model.operatorCodes) - 1
 
 
 def _set_int8(tensor, params: tuple) -> None:

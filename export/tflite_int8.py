@@ -7,6 +7,9 @@ Every candidate comes from the converter's own calibrator and MLIR quantizer, ru
   path crashes on them), and each float graph (the Keras cells, or a rewrite of them) quantized with
   per-channel and with per-tensor weights. A WHILE loop stays a loop (a cell's weights stored once); see
   :mod:`edgeseq.export.tflite_graph` for the surgery before and after quantization.
+- **cross-layer equalization**: a float graph of the model with its channel ranges equalized
+  (:mod:`edgeseq.export.equalize`: only weights change), quantized with per-channel weights, which its
+  scales assume.
 - **16-bit activations** (models without WHILE loops): int16 activations, int8 weights (TFLite 16x8),
   still integer arithmetic.
 - **float fallback**: the quantizer's denylist leaves the most sensitive layers' ops float (their inputs
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 import functools
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgeseq.export import search
+from edgeseq.export import equalize, search
 from edgeseq.export import tflite_graph as graph
 from edgeseq.lazy import require
 
@@ -32,12 +36,26 @@ HYBRID = "int8 weights in float layers"  # the fallback's hybrid variant, as its
 MAC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV")
 
 
-class _Calibrated:
-    """One float graph, calibrated once; ``quantize(per_channel, denylist)`` -> flatbuffer."""
+EQUALIZED = equalize.STAGE
 
-    def __init__(self, tf, name: str, fp32: bytes, samples: np.ndarray, batch: int):
+
+@dataclass
+class Equalized:
+    """The float graph of an equalized copy of the model (its Keras model: which layer each op is)."""
+
+    name: str
+    fp32: bytes
+    model: object
+    pairs: list[dict]  # :meth:`edgeseq.export.equalize.Pair.record` of each equalized tensor
+
+
+class _Calibrated:
+    """One float graph, calibrated once; ``quantize(per_channel, denylist)`` -> flatbuffer. model: the
+    Keras model the graph was converted from, where it is not the exported one (an equalized copy)."""
+
+    def __init__(self, tf, name: str, fp32: bytes, samples: np.ndarray, batch: int, model=None):
         calibrator = require("tensorflow.lite.python.optimize.calibrator")
-        self.tf, self.name, self.fp32 = tf, name, fp32
+        self.tf, self.name, self.fp32, self.model = tf, name, fp32, model
         model = graph.load(fp32)
         self.rerouted = graph.break_while_passthrough(model)
         prepared = calibrator.add_intermediate_tensors(graph.dump(model))
@@ -65,6 +83,13 @@ class _Calibrated:
         self.hybrid = graph.hybridize(quantized, set(denylist or ())) if hybrid else 0
         graph.slim(quantized)
         return graph.dump(quantized)
+
+
+def _calibrated_equalized(tf, equalize, samples: np.ndarray, batch: int) -> tuple[Equalized, _Calibrated] | None:
+    made = equalize()
+    if made is None:
+        return None
+    return made, _Calibrated(tf, made.name, made.fp32, samples, batch, made.model)
 
 
 def _dataset(samples: np.ndarray, batch: int):
@@ -126,12 +151,14 @@ def _first_line(exc: Exception) -> str:
 
 
 def search_int8(tf, graphs: dict[str, bytes], stock: bytes | None, sixteen, samples: np.ndarray, batch: int,
-                recipe: dict, selection, model) -> bytes:
-    """Run the search (``sixteen``: builds the 16x8 candidate, None where it does not apply); fills
-    ``recipe`` and returns the chosen flatbuffer."""
+                recipe: dict, selection, model, equalize=None) -> bytes:
+    """Run the search (``sixteen``: builds the 16x8 candidate, None where it does not apply; ``equalize``:
+    builds the :class:`Equalized` graph, or None where no tensor can be); fills ``recipe`` and returns the
+    chosen flatbuffer."""
     calibrated = {name: _Calibrated(tf, name, fp32, samples, batch) for name, fp32 in graphs.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        run = _Run(Path(tmp), calibrated, model)
+        run = _Run(Path(tmp), calibrated, model, functools.partial(_calibrated_equalized, tf, equalize, samples, batch)
+                   if equalize is not None else None)
         standard = run.standard(stock)
         if selection is None:
             chosen_name, record = next(iter(standard)), None
@@ -146,6 +173,8 @@ def search_int8(tf, graphs: dict[str, bytes], stock: bytes | None, sixteen, samp
                   activations="int16 per-tensor" if sixteen_bit else "int8 per-tensor",
                   io="int16" if sixteen_bit else "int8 input, float32 output" if note.get("float_output") else "int8",
                   candidate=chosen_name)
+    if run.equalized is not None and note.get("graph") == run.equalized.name:
+        recipe["equalized"] = run.equalized.pairs
     if note.get("hybrid_ops"):
         recipe["float_layers"] = (f"{note['hybrid_ops']} FULLY_CONNECTED ops with int8 weights per channel and float "
                                   "activations (hybrid kernels: input quantized per call, integer MACs)")
@@ -163,8 +192,10 @@ def search_int8(tf, graphs: dict[str, bytes], stock: bytes | None, sixteen, samp
 class _Run:
     """One search: candidate files in ``scratch``, and what each candidate is (``notes``)."""
 
-    def __init__(self, scratch: Path, calibrated: dict[str, _Calibrated], model):
+    def __init__(self, scratch: Path, calibrated: dict[str, _Calibrated], model, equalize=None):
         self.scratch, self.calibrated, self.model = scratch, calibrated, model
+        self.equalize = equalize  # () -> (Equalized, its _Calibrated), or None: built when its stage comes
+        self.equalized: Equalized | None = None
         self.notes: dict[str, dict] = {}
         self.count = 0
 
@@ -194,12 +225,33 @@ class _Run:
 
         runner = search.Search(search.Scorer(selection, self.write(fp32), tflite_coverage))
         done = runner.stage("standard", standard)
+        if not done and self.equalize is not None:
+            try:
+                equalized = self._equalized()
+            except Exception as exc:  # noqa: BLE001 - a remedy that could not be built is a remedy less
+                runner.skipped.append(f"{EQUALIZED}: {_first_line(exc)}")
+                equalized = {}
+            done = bool(equalized) and runner.stage(EQUALIZED, equalized)
+            standard = {**standard, **equalized}
         if not done and sixteen is not None:
             done = self._sixteen(runner, sixteen)
         if not done:
             self._fallback(runner, standard)
         best, record = runner.result()
         return best.name, best.path, record
+
+    def _equalized(self) -> dict[str, Path]:
+        """The equalized graph with per-channel weights (what its scales are chosen for); {} where no
+        tensor could be equalized."""
+        made = self.equalize()
+        if made is None:
+            return {}
+        self.equalized, c = made
+        self.calibrated[c.name] = c
+        name = f"{c.name}, per-channel weights"
+        built = {name: self.write(c.quantize(True))}
+        self.notes[name] = {"graph": c.name, "weights": "int8 per-channel", "folded": c.folded}
+        return built
 
     def _sixteen(self, runner: search.Search, sixteen) -> bool:
         try:
@@ -211,16 +263,24 @@ class _Run:
         return runner.stage("16-bit activations", {"16-bit activations": built})
 
     def _fallback(self, runner: search.Search, standard: dict[str, Path]) -> None:
-        """Float fallback from the best standard candidate; the others get the same layers as alternatives."""
+        """Float fallback from the best standard (or equalized) candidate; the others get the same layers
+        as alternatives."""
         leader = search.best([c for c in runner.candidates if c.name in standard], runner.target)
-        keras = search.KerasLayers.of(self.model)
         first = next(iter(self.calibrated))
         starts = {}  # (calibrated graph, per-channel?) of each standard candidate
         for name in standard:
             graph_name = self.notes[name]["graph"]
             starts[name] = (self.calibrated[graph_name if graph_name in self.calibrated else first],
                             self.notes[name]["weights"].endswith("per-channel"))
-        found = {name: layers(c.fp32, keras) for name, (c, _) in starts.items()}
+        keras: dict[int, search.KerasLayers] = {}  # the exported model's, or an equalized copy's
+
+        def keras_of(c: _Calibrated) -> search.KerasLayers:
+            model = c.model or self.model
+            if id(model) not in keras:
+                keras[id(model)] = search.KerasLayers.of(model)
+            return keras[id(model)]
+
+        found = {name: layers(c.fp32, keras_of(c)) for name, (c, _) in starts.items()}
         builders = {name: _fallback_builder(c, per_channel, found[name], self.notes, self.write)
                     for name, (c, per_channel) in starts.items()}
         labels = {layer.label for layer in found[leader.name]}

@@ -116,16 +116,8 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         source, hoisted = _hoisted_copy(fp32_path, scratch)
-        families = {"dynamic integer": _dynamic_family(scratch, source, time_steps, hoisted, keras)}
-        later = None
-        if quant is Quant.int8:
-            images = np.asarray(calibration, np.float32).reshape((-1, *input_shape))
-            static = _static_family(scratch, source, time_steps, hoisted, images, keras)
-            families = {"static QDQ": static, **families}
-            if "Gemm" in _op_types(static.graph):  # which of the two ORT runs faster differs by model: try both
-                families["static QDQ, MatMul+Add kept"] = _static_family(scratch, source, time_steps, hoisted, images,
-                                                                         keras, optimize=False)
-            later = _Later(scratch, equalized, time_steps, images) if equalized is not None else None
+        images = np.asarray(calibration, np.float32).reshape((-1, *input_shape)) if quant is Quant.int8 else None
+        families, later = _families(scratch, source, time_steps, hoisted, images, keras, equalized)
         if selection is None:  # nothing to measure on: the first family's standard candidate
             name, family = next(iter(families.items()))
             chosen_path, chosen_name, record = family.build(name, []), name, None
@@ -161,6 +153,21 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
     if record is not None:
         recipe["search"] = record
     return recipe
+
+
+def _families(scratch: Path, source: Path, time_steps, hoisted: int, images: np.ndarray | None, keras, equalized
+              ) -> tuple[dict[str, "_Family"], "_Later | None"]:
+    """The quantizer families to search (static QDQ ones where ``images`` calibrate int8), and the
+    equalized graph's family, built later if the search reaches it."""
+    families = {"dynamic integer": _dynamic_family(scratch, source, time_steps, hoisted, keras)}
+    if images is None:
+        return families, None
+    static = _static_family(scratch, source, time_steps, hoisted, images, keras)
+    families = {"static QDQ": static, **families}
+    if "Gemm" in _op_types(static.graph):  # which of the two ORT runs faster differs by model: try both
+        families["static QDQ, MatMul+Add kept"] = _static_family(scratch, source, time_steps, hoisted, images, keras,
+                                                                 optimize=False)
+    return families, (_Later(scratch, equalized, time_steps, images) if equalized is not None else None)
 
 
 class _Later:

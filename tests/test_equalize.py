@@ -88,24 +88,29 @@ def trapped_cnn(tmp_path_factory, splits):
     return model
 
 
-@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
-def test_the_int8_search_takes_the_equalized_graph_where_a_channel_dwarfs_the_others(tmp_path, splits, trapped_cnn,
-                                                                                     fmt):
+def _int8(model, fmt: str, path, train) -> dict:
+    """The int8 search of ``fmt`` on ``model``: 200 calibration images, 400 selection images; its recipe."""
     from edgeseq.export import onnx as to_onnx
     from edgeseq.export import tflite
     from edgeseq.export.search import Selection
+
+    calibration = train.images[:200].reshape((-1, 28, 28, 1))
+    selection = Selection.of(model, train.images[200:600].reshape((-1, 28, 28, 1)), train.labels[200:600])
+    if fmt == "tflite":
+        return tflite.convert(model, path, Quant.int8, calibration, selection=selection)
+    fp32 = path.with_name("fp32.onnx")
+    to_onnx.convert(model, fp32, Quant.fp32)
+    return to_onnx.convert(model, path, Quant.int8, calibration, fp32_path=fp32, selection=selection)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_the_int8_search_takes_the_equalized_graph_where_a_channel_dwarfs_the_others(tmp_path, splits, trapped_cnn,
+                                                                                     fmt):
     from edgeseq.runtimes import open_runner
 
     train, test = splits
-    calibration = train.images[:200].reshape((-1, 28, 28, 1))
-    selection = Selection.of(trapped_cnn, train.images[200:600].reshape((-1, 28, 28, 1)), train.labels[200:600])
     path = tmp_path / f"m.{fmt}"
-    if fmt == "tflite":
-        recipe = tflite.convert(trapped_cnn, path, Quant.int8, calibration, selection=selection)
-    else:
-        fp32 = tmp_path / "fp32.onnx"
-        to_onnx.convert(trapped_cnn, fp32, Quant.fp32)
-        recipe = to_onnx.convert(trapped_cnn, path, Quant.int8, calibration, fp32_path=fp32, selection=selection)
+    recipe = _int8(trapped_cnn, fmt, path, train)
     assert "cross-layer equalization" in {c["stage"] for c in recipe["search"]["candidates"]}
     assert "channels equalized" in recipe["candidate"], recipe["search"]["why"]
     assert ("bn", "dw") in [(p["from"], p["to"]) for p in recipe["equalized"]]
@@ -120,24 +125,14 @@ def test_the_int8_search_takes_the_equalized_graph_where_a_channel_dwarfs_the_ot
 def test_an_equalization_that_fails_is_a_remedy_less_not_a_failed_export(tmp_path, splits, trapped_cnn, fmt,
                                                                          monkeypatch):
     from edgeseq.export import equalize
-    from edgeseq.export import onnx as to_onnx
-    from edgeseq.export import tflite
-    from edgeseq.export.search import Selection
 
     def broken(model, calibration, alpha=equalize.ALPHA):
         raise ValueError("equalized model differs from the original by 1.00e+00")
 
     monkeypatch.setattr(equalize, "equalize", broken)
     train = splits[0]
-    calibration = train.images[:200].reshape((-1, 28, 28, 1))
-    selection = Selection.of(trapped_cnn, train.images[200:600].reshape((-1, 28, 28, 1)), train.labels[200:600])
     path = tmp_path / f"m.{fmt}"
-    if fmt == "tflite":
-        recipe = tflite.convert(trapped_cnn, path, Quant.int8, calibration, selection=selection)
-    else:
-        fp32 = tmp_path / "fp32.onnx"
-        to_onnx.convert(trapped_cnn, fp32, Quant.fp32)
-        recipe = to_onnx.convert(trapped_cnn, path, Quant.int8, calibration, fp32_path=fp32, selection=selection)
+    recipe = _int8(trapped_cnn, fmt, path, train)
     assert path.is_file() and "channels equalized" not in recipe["candidate"]
     assert any(s.startswith("cross-layer equalization: equalized model differs")
                for s in recipe["search"].get("skipped", [])), recipe["search"].get("skipped")

@@ -34,9 +34,7 @@ from edgeseq.lazy import require
 WEIGHTS = {"per-channel": True, "per-tensor": False}  # weight granularity candidates: name -> per-channel?
 HYBRID = "int8 weights in float layers"  # the fallback's hybrid variant, as its candidates are named
 MAC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV")
-
-
-EQUALIZED = equalize.STAGE
+EQUALIZED = equalize.STAGE  # the stage, after the standard one, that tries the equalized graph
 
 
 @dataclass
@@ -85,8 +83,8 @@ class _Calibrated:
         return graph.dump(quantized)
 
 
-def _calibrated_equalized(tf, equalize, samples: np.ndarray, batch: int) -> tuple[Equalized, _Calibrated] | None:
-    made = equalize()
+def _calibrated_equalized(tf, equalizer, samples: np.ndarray, batch: int) -> tuple[Equalized, _Calibrated] | None:
+    made = equalizer()
     if made is None:
         return None
     return made, _Calibrated(tf, made.name, made.fp32, samples, batch, made.model)
@@ -151,14 +149,14 @@ def _first_line(exc: Exception) -> str:
 
 
 def search_int8(tf, graphs: dict[str, bytes], stock: bytes | None, sixteen, samples: np.ndarray, batch: int,
-                recipe: dict, selection, model, equalize=None) -> bytes:
-    """Run the search (``sixteen``: builds the 16x8 candidate, None where it does not apply; ``equalize``:
+                recipe: dict, selection, model, equalizer=None) -> bytes:
+    """Run the search (``sixteen``: builds the 16x8 candidate, None where it does not apply; ``equalizer``:
     builds the :class:`Equalized` graph, or None where no tensor can be); fills ``recipe`` and returns the
     chosen flatbuffer."""
     calibrated = {name: _Calibrated(tf, name, fp32, samples, batch) for name, fp32 in graphs.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        run = _Run(Path(tmp), calibrated, model, functools.partial(_calibrated_equalized, tf, equalize, samples, batch)
-                   if equalize is not None else None)
+        run = _Run(Path(tmp), calibrated, model, functools.partial(_calibrated_equalized, tf, equalizer, samples, batch)
+                   if equalizer is not None else None)
         standard = run.standard(stock)
         if selection is None:
             chosen_name, record = next(iter(standard)), None
@@ -192,9 +190,9 @@ def search_int8(tf, graphs: dict[str, bytes], stock: bytes | None, sixteen, samp
 class _Run:
     """One search: candidate files in ``scratch``, and what each candidate is (``notes``)."""
 
-    def __init__(self, scratch: Path, calibrated: dict[str, _Calibrated], model, equalize=None):
+    def __init__(self, scratch: Path, calibrated: dict[str, _Calibrated], model, equalizer=None):
         self.scratch, self.calibrated, self.model = scratch, calibrated, model
-        self.equalize = equalize  # () -> (Equalized, its _Calibrated), or None: built when its stage comes
+        self.equalizer = equalizer  # () -> (Equalized, its _Calibrated), or None: built when its stage comes
         self.equalized: Equalized | None = None
         self.notes: dict[str, dict] = {}
         self.count = 0
@@ -225,7 +223,7 @@ class _Run:
 
         runner = search.Search(search.Scorer(selection, self.write(fp32), tflite_coverage))
         done = runner.stage("standard", standard)
-        if not done and self.equalize is not None:
+        if not done and self.equalizer is not None:
             try:
                 equalized = self._equalized()
             except Exception as exc:  # noqa: BLE001 - a remedy that could not be built is a remedy less
@@ -243,7 +241,7 @@ class _Run:
     def _equalized(self) -> dict[str, Path]:
         """The equalized graph with per-channel weights (what its scales are chosen for); {} where no
         tensor could be equalized."""
-        made = self.equalize()
+        made = self.equalizer()
         if made is None:
             return {}
         self.equalized, c = made

@@ -24,6 +24,7 @@ import numpy as np
 from edgeseq import atomic
 from edgeseq.data import load_split, locate
 from edgeseq.fingerprint import host, package_versions
+from edgeseq.parity import size_why
 
 RESULTS = Path(__file__).parent / "results"
 LIMIT = 20_000  # training images: what a user with an afternoon trains on
@@ -220,14 +221,14 @@ def measure(name: str, model_path: Path, train, test, data_dir, zoo: bool, disto
         fp32 = f"{row['format']}-fp32"
         ratio = p50[row["id"]] / p50[fp32] if p50.get(row["id"]) and p50.get(fp32) else None
         rows.append(_row(row, entry, ratio, bench_flags.get(row["id"], []), zoo,
-                         (distorted_scores or {}).get(row["id"])))
+                         (distorted_scores or {}).get(row["id"]), manifest.get(fp32)))
     return {"model": name, "zoo_recipe": zoo, "export_seconds": round(export_seconds, 1),
             "keras_accuracy": report["artifacts"][0]["parity"]["keras_accuracy"] if report["artifacts"][0].get("parity") else None,
             "evaluated_on": report["evaluated_on"], "artifacts": rows,
             "fp32_p50_us": {k: round(v, 1) for k, v in p50.items() if k.endswith("fp32") and v}}
 
 
-def _row(row: dict, entry, p50_ratio: float | None, flags: list[str], zoo: bool, distorted_score) -> dict:
+def _row(row: dict, entry, p50_ratio: float | None, flags: list[str], zoo: bool, distorted_score, fp32=None) -> dict:
     parity, coverage = row.get("parity") or {}, row.get("coverage") or {}
     search = entry.search
     winner = search.winner() if search else None
@@ -241,6 +242,7 @@ def _row(row: dict, entry, p50_ratio: float | None, flags: list[str], zoo: bool,
                "chosen": search.chosen, "stage": winner.stage, "float_layers": winner.float_layers,
                "candidates": len(search.candidates), "why": search.why},
            "flags": flags, "distorted_agreement": distorted_score, "float_ops": sorted(ops)}
+    out["size_parts"] = size_why(entry, fp32)
     out["verdict"], out["limits"] = _verdict(out, zoo, entry)
     return out
 
@@ -257,7 +259,7 @@ def _verdict(r: dict, zoo: bool, entry) -> tuple[str, list[str]]:
     limits = []
     if r["quant"] == "int8":
         if r["agreement"] < BARS["agreement"]:
-            limits.append(f"agreement {r['agreement']:.2%} < 99.5 %" + _hardest(entry))
+            limits.append(f"agreement {r['agreement']:.2%} < 99.5 %" + _hardest(entry) + _closest(entry))
         if r["accuracy_delta"] is not None and r["accuracy_delta"] < -BARS["max_drop"]:
             limits.append(f"accuracy drop {-r['accuracy_delta'] * 100:.2f} pts > 0.3")
         floor = BARS["integer_zoo"] if zoo else BARS["integer"]
@@ -265,14 +267,41 @@ def _verdict(r: dict, zoo: bool, entry) -> tuple[str, list[str]]:
             limits.append(f"integer MACs {r['integer_mac_share']:.1%} < {floor:.0%}"
                           + (f" (float: {', '.join(r['float_ops'])})" if r["float_ops"] else ""))
     if r["size_vs_fp32"] is not None and r["size_vs_fp32"] > BARS["size"]:
-        limits.append(f"size {r['size_vs_fp32']:.3f}x fp32 > 0.40x")
+        limits.append(f"size {r['size_vs_fp32']:.3f}x fp32 > 0.40x" + (f": {r['size_parts']}" if r.get("size_parts") else ""))
     if r["p50_vs_fp32"] is not None and r["p50_vs_fp32"] > 1.0:
-        what = f"p50 {r['p50_vs_fp32']:.3f}x fp32"
+        what = f"p50 {r['p50_vs_fp32']:.3f}x fp32" + _fastest(entry)
         limits.append(what + ("" if r["speed_bar_applies"] else
                               f" (exempt: {r['format']} has no integer kernel for the fp32 graph's "
                               f"{'/'.join(_source_ops(entry))})"))
     binding = [x for x in limits if "exempt" not in x]
     return ("PASS" if not binding else "FAIL"), limits
+
+
+def _fastest(entry) -> str:
+    """The fastest candidate the search timed at export (side by side with fp32), and whether it met the
+    accuracy target: the measured latency floor of what edgeseq can build for this model and format."""
+    found = entry.search
+    if not found or not found.candidates:
+        return ""
+    integer = [c for c in found.candidates if c.integer_mac_share >= found.target.integer_mac_share]
+    best = min(integer or found.candidates, key=lambda c: c.p50_vs_fp32)
+    verdict = "met the target" if best.meets_target else \
+        f"missed the target: {best.agreement:.2%} agreement, {best.integer_mac_share:.0%} integer MACs"
+    return (f"; fastest of {len(integer or found.candidates)} {'mostly-integer ' if integer else ''}candidates"
+            f" timed at export: {best.name} at {best.p50_vs_fp32:.2f}x ({verdict})")
+
+
+def _closest(entry) -> str:
+    """The candidate that agreed best on the selection, where it is not the one shipped: what the target
+    would cost (its latency, its integer share)."""
+    found = entry.search
+    if not found or not found.candidates:
+        return ""
+    best = max(found.candidates, key=lambda c: c.agreement)
+    if best.name == found.chosen:
+        return ""
+    return (f"; best on the selection: {best.name}, {best.agreement:.2%} at {best.p50_vs_fp32:.1f}x fp32's latency, "
+            f"{best.integer_mac_share:.0%} integer MACs")
 
 
 def _hardest(entry) -> str:

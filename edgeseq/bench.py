@@ -247,20 +247,21 @@ def bench(paths: list[str | Path], config: BenchConfig | None = None, *, data_di
         report["interrupted"] = True
     try:
         if not report["interrupted"]:
-            flag_integer_artifacts(report["artifacts"], config)
+            flag_integer_artifacts(report["artifacts"], config, targets)
     except KeyboardInterrupt:
         report["interrupted"] = True
     return report
 
 
-def flag_integer_artifacts(rows: list[dict], config: BenchConfig | None = None) -> None:
+def flag_integer_artifacts(rows: list[dict], config: BenchConfig | None = None, targets: list[Target] = ()) -> None:
     """Flag each int8/dynamic row slower at batch 1 than its bundle's fp32 artifact of the same format, or
     not 2x smaller (``flags``; the verdict stays the caller's). The two are timed again side by side
     (:func:`side_by_side`, recorded as ``vs_fp32``): latencies measured one artifact after the other can
     differ by more than the int8 gain when the machine changes speed between them."""
-    from edgeseq.parity import worth_flags
+    from edgeseq.parity import size_why, worth_flags
 
     config = config or BenchConfig()
+    entries = {(str(t.bundle_dir) if t.bundle_dir else None, t.id): t.entry for t in targets}
     fp32 = {(r.get("bundle"), r["format"]): r for r in rows if r.get("quant") == "fp32" and "error" not in r}
     for row in rows:
         base = fp32.get((row.get("bundle"), row["format"]))
@@ -268,7 +269,8 @@ def flag_integer_artifacts(rows: list[dict], config: BenchConfig | None = None) 
             continue
         row["vs_fp32"] = _vs_fp32(row, base, config)
         ratio = row["vs_fp32"].get("p50_ratio")
-        row["flags"] = worth_flags(row["bytes"] / base["bytes"] if base["bytes"] else None, ratio)
+        why = size_why(entries.get((row.get("bundle"), row["id"])), entries.get((base.get("bundle"), base["id"])))
+        row["flags"] = worth_flags(row["bytes"] / base["bytes"] if base["bytes"] else None, ratio, why)
 
 
 def _vs_fp32(row: dict, base: dict, config: BenchConfig) -> dict:

@@ -74,12 +74,39 @@ SMALLER_BY = 0.5  # an integer artifact must be at most this share of its format
 SPEED_SLACK = 1.05  # batch-1 timer noise: within 5 % of the fp32 latency counts as not slower
 
 
-def worth_flags(size_vs_fp32: float | None, p50_vs_fp32: float | None) -> list[str]:
+def worth_flags(size_vs_fp32: float | None, p50_vs_fp32: float | None, size_why: str | None = None) -> list[str]:
     """Why an int8 or dynamic artifact is not worth having over its format's fp32 one (empty when it is):
-    slower than fp32 (latencies timed side by side), or not at least 2x smaller."""
+    slower than fp32 (latencies timed side by side), or not at least 2x smaller (``size_why``, from
+    :func:`size_parts`, says what keeps it large)."""
     found = []
     if p50_vs_fp32 is not None and p50_vs_fp32 > SPEED_SLACK:
         found.append(f"slower than fp32: {p50_vs_fp32:.2f}x its latency at batch 1")
     if size_vs_fp32 is not None and size_vs_fp32 > SMALLER_BY:
-        found.append(f"not 2x smaller than fp32: {size_vs_fp32:.2f}x its size")
+        found.append(f"not 2x smaller than fp32: {size_vs_fp32:.2f}x its size" + (f" ({size_why})" if size_why else ""))
     return found
+
+
+def size_floor(fp32, fp32_bytes: int) -> float:
+    """The smallest share of a fp32 file (its :class:`~edgeseq.schema.Storage`) that an artifact of the same
+    graph can take with 8-bit weights: every float weight one byte, no names, no quantization parameters,
+    everything else as it is (biases stay 32-bit)."""
+    return (fp32_bytes - fp32.weights_float + fp32.float_weight_elements - fp32.names) / fp32_bytes
+
+
+def size_parts(storage, fp32, fp32_bytes: int) -> str:
+    """What keeps an integer artifact large, in shares of its format's fp32 file (both as
+    :class:`~edgeseq.schema.Storage`): its float weights, quantization parameters and graph, and the floor
+    that 8-bit weights allow (:func:`size_floor`), e.g. "float weights 12 %, quantization parameters 18 %,
+    graph 15 % of fp32's size; 8-bit weights allow 0.34x"."""
+    parts = [("float weights", storage.weights_float), ("integer weights", storage.weights_integer),
+             ("quantization parameters", storage.quantization), ("graph", storage.graph)]
+    shown = ", ".join(f"{what} {size / fp32_bytes:.0%}" for what, size in parts if size / fp32_bytes >= 0.05)
+    return f"{shown or 'no part over 5 %'} of fp32's size; 8-bit weights allow {size_floor(fp32, fp32_bytes):.2f}x"
+
+
+def size_why(entry, fp32) -> str | None:
+    """:func:`size_parts` of an integer manifest entry against its format's fp32 entry, when both
+    were measured (bundles exported before edgeseq recorded storage have none)."""
+    if entry is None or fp32 is None or entry.storage is None or fp32.storage is None or not fp32.bytes:
+        return None
+    return size_parts(entry.storage, fp32.storage, fp32.bytes)

@@ -165,6 +165,19 @@ class Coverage(Part):
 Share = Annotated[float, Field(ge=0, le=1)]  # a fraction of a whole
 
 
+class Storage(Part):
+    """Where an artifact's bytes go (export/coverage.py): what 8-bit weights can shrink and what they cannot.
+    The parts add up to the file's size; ``names`` is the share of ``graph`` that is tensor and node names."""
+
+    weights_float: int = Field(ge=0)  # constants of two or more dimensions stored as float
+    float_weight_elements: int = Field(ge=0)  # how many numbers those are (one byte each at 8 bits)
+    weights_integer: int = Field(ge=0)  # constants of two or more dimensions stored as integers
+    vectors: int = Field(ge=0)  # 1-D and scalar constants: biases (int32 in an int8 model), norms, shapes
+    quantization: int = Field(ge=0)  # scales and zero points (TFLite: 12 bytes per tensor or channel)
+    graph: int = Field(ge=0)  # the rest: operators, tensor descriptions, names, metadata
+    names: int = Field(ge=0)
+
+
 class SearchTarget(Part):
     agreement: Share
     max_accuracy_drop: float = Field(ge=0)
@@ -252,6 +265,7 @@ class Artifact(Part):
     notes: List[str] = []
     drift: Optional[JsonObject] = None  # per-step hidden-state drift summary (recurrent int8)
     search: Optional[Search] = None  # the int8/dynamic search's candidates and choice
+    storage: Optional[Storage] = None  # where the file's bytes go (None: not measured)
     flags: List[str] = []  # e.g. an integer artifact slower than fp32 or not 2x smaller: shipped, not recommended
 
     @field_validator("sha256")

@@ -76,7 +76,8 @@ def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | No
         raise InvalidValueError(f"bundle {bundle_dir} has no {' or '.join(Format(f).value for f in formats)} artifacts")
     if on_start:
         on_start(len(entries))
-    fp32_sizes = {a.format: a.bytes for a in manifest.ok_artifacts() if a.quant is Quant.fp32}
+    fp32s = {a.format: a for a in manifest.ok_artifacts() if a.quant is Quant.fp32}
+    fp32_sizes = {f: a.bytes for f, a in fp32s.items()}
     rows = []
     for entry in entries:
         row = {"id": entry.id, "format": entry.format.value, "quant": entry.quant.value, "file": entry.file,
@@ -85,7 +86,7 @@ def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | No
         if entry.bytes and fp32_sizes.get(entry.format):
             row["size_vs_fp32"] = round(entry.bytes / fp32_sizes[entry.format], 3)
         if entry.ok and entry.quant in (Quant.int8, Quant.dynamic):
-            row["flags"] = integer_flags(entry, row.get("size_vs_fp32"))
+            row["flags"] = integer_flags(entry, row.get("size_vs_fp32"), fp32s.get(entry.format))
         if not entry.ok:
             rows.append({**row, "status": "failed", "passed": False, "reasons": [f"not produced: {entry.error}"]})
         else:
@@ -109,11 +110,12 @@ def verify(bundle_dir: str | Path, *, data_dir=None, thresholds: Thresholds | No
     return report
 
 
-def integer_flags(entry: Artifact, size_vs_fp32: float | None) -> list[str]:
-    """What makes an integer artifact not worth having: its size here, its latency as the export measured
-    it (side by side with fp32, batch 1: :mod:`edgeseq.export.search`); ``edgeseq bench`` re-times it."""
+def integer_flags(entry: Artifact, size_vs_fp32: float | None, fp32: Artifact | None = None) -> list[str]:
+    """What makes an integer artifact not worth having: its size here (and, given its format's ``fp32``
+    entry, what keeps it large), its latency as the export measured it (side by side with fp32, batch 1:
+    :mod:`edgeseq.export.search`); ``edgeseq bench`` re-times it."""
     winner = entry.search.winner() if entry.search else None
-    flags = parity.worth_flags(size_vs_fp32, winner.p50_vs_fp32 if winner else None)
+    flags = parity.worth_flags(size_vs_fp32, winner.p50_vs_fp32 if winner else None, parity.size_why(entry, fp32))
     return [f"{flag} (measured at export)" if flag.startswith("slower") else flag for flag in flags]
 
 

@@ -26,9 +26,9 @@ from edgeseq.export import search
 from edgeseq.fingerprint import package_versions
 from edgeseq.formats import EXTENSIONS, Format, Quant, artifact_id
 from edgeseq.outputs import writable
-from edgeseq.parity import worth_flags
+from edgeseq.parity import size_parts, worth_flags
 from edgeseq.runtimes import open_runner
-from edgeseq.schema import Artifact, Manifest, validated, write_document
+from edgeseq.schema import Artifact, Manifest, Storage, validated, write_document
 from edgeseq.training.models import as_float32, card_for, describe, load_model, resolve_model_path
 
 REFERENCE_SIZE = 10_000  # test images whose inputs travel with the bundle: all of MNIST's, so a device verifies as export did
@@ -242,6 +242,7 @@ def _build(model_path: Path, model_sha: str, card, staging: Path, bundle_dir: Pa
         on_done=(lambda o: on_artifact(o.job.id, "ok" if o.ok else "failed")) if on_artifact else None)
     time_steps = info.input_shape[0] if len(info.input_shape) >= 2 else None
     artifacts = [_entry(outcome, model, time_steps) for outcome in outcomes]
+    _flag_integer(artifacts)
     _add_step_drift(artifacts, staging, adapt_images(test_split.images[:DRIFT_IMAGES], info.input_shape),
                     f"{bundle_dir.parent.name}")
     _add_search_reports(artifacts, staging, stem)
@@ -349,8 +350,6 @@ def _entry(outcome, model, time_steps: int | None) -> dict:
     entry.update(status="ok", recipe=recipe, bytes=path.stat().st_size, sha256=sha256_file(path))
     if found:
         entry["search"] = found
-        winner = next(c for c in found["candidates"] if c["name"] == found["chosen"])
-        entry["flags"] = worth_flags(winner["size_vs_fp32"], winner["p50_vs_fp32"])
     try:
         runner = open_runner(path)
         entry.update(runner.tensors())
@@ -358,8 +357,24 @@ def _entry(outcome, model, time_steps: int | None) -> dict:
     except ModelError as exc:  # converted but the runtime cannot even load it: keep, report
         entry.update(status="failed", error=f"converted, but the runtime cannot load it: {exc}")
     entry["coverage"] = _coverage(path, job.fmt, time_steps)
+    entry["storage"] = _storage(path, job.fmt)
     entry["notes"] = _quant_notes(entry)
     return entry
+
+
+def _flag_integer(artifacts: list[dict]) -> None:
+    """Flag each searched integer artifact the search found not worth having (slower than fp32 as it
+    timed them, or not 2x smaller), saying what keeps a large one large (:func:`edgeseq.parity.size_parts`)."""
+    fp32 = {a["format"]: a for a in artifacts if a["quant"] == Quant.fp32.value and a["status"] == "ok"}
+    for entry in artifacts:
+        found, base = entry.get("search"), fp32.get(entry["format"])
+        if not found or entry["status"] != "ok":
+            continue
+        winner = next(c for c in found["candidates"] if c["name"] == found["chosen"])
+        why = None
+        if base and entry.get("storage") and base.get("storage"):
+            why = size_parts(Storage(**entry["storage"]), Storage(**base["storage"]), base["bytes"])
+        entry["flags"] = worth_flags(winner["size_vs_fp32"], winner["p50_vs_fp32"], why)
 
 
 DRIFT_IMAGES = 200
@@ -422,6 +437,15 @@ def _default_preprocessing() -> dict:
     from edgeseq.card import PREPROCESSING
 
     return PREPROCESSING
+
+
+def _storage(path: Path, fmt: Format) -> dict | None:
+    from edgeseq.export import coverage
+
+    try:
+        return coverage.tflite_storage(path) if fmt is Format.tflite else coverage.onnx_storage(path)
+    except Exception:  # noqa: BLE001 - a report; a parse problem must not lose the artifact (coverage says why)
+        return None
 
 
 def _coverage(path: Path, fmt: Format, time_steps: int | None) -> dict | None:

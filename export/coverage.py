@@ -285,3 +285,81 @@ def _onnx_macs(node, shapes: dict) -> int:
         inputs = w[2] if op != "DynamicQuantizeLSTM" else w[1]
         return x[0] * x[1] * w[0] * gates * hidden * (inputs + hidden)
     return 0
+
+
+# ---------------------------------------------------------------- where the bytes go
+
+_QUANT_PARAM_BYTES = 12  # a TFLite scale (float32) and zero point (int64) per tensor or channel
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+
+
+def _storage(total: int, constants: list[tuple[tuple, str, int]], quantization: int, names: int) -> dict:
+    """``constants``: (shape, dtype kind 'f'/'i'/other, bytes) of every constant stored once."""
+    parts = {"weights_float": 0, "float_weight_elements": 0, "weights_integer": 0, "vectors": 0}
+    for shape, kind, size in constants:
+        if len(shape) >= 2 and kind == "f":
+            parts["weights_float"] += size
+            parts["float_weight_elements"] += int(np.prod(shape))
+        elif len(shape) >= 2:
+            parts["weights_integer"] += size
+        else:
+            parts["vectors"] += size
+    stored = parts["weights_float"] + parts["weights_integer"] + parts["vectors"]
+    graph = max(total - stored - quantization, 0)
+    return {**parts, "quantization": quantization, "graph": graph, "names": min(names, graph)}
+
+
+def tflite_storage(path: str | Path) -> dict:
+    """Where a .tflite file's bytes go (see :class:`edgeseq.schema.Storage`): constant buffers by shape
+    and type, quantization parameters, and the graph (operators, tensor descriptions, names)."""
+    data = Path(path).read_bytes()
+    model = load_tflite(data)
+    types = {v: k for k, v in vars(tflite_schema().TensorType).items() if not k.startswith("_")}
+    seen, constants, quantization, names = set(), [], 0, 0
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            names += len(tensor.name or b"")
+            q = tensor.quantization
+            if q is not None and q.scale is not None:
+                quantization += _QUANT_PARAM_BYTES * len(q.scale)
+            buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+            size = 0 if buffer is None else (len(buffer.data) if buffer.data is not None else int(buffer.size or 0))
+            if not size or tensor.buffer in seen:
+                continue
+            seen.add(tensor.buffer)
+            kind = "f" if types.get(tensor.type) in _FLOAT_TYPES else "i"
+            constants.append((tuple(tensor.shape if tensor.shape is not None else ()), kind, size))
+    return _storage(len(data), constants, quantization, names)
+
+
+def onnx_storage(path: str | Path) -> dict:
+    """Where an .onnx file's bytes go: initializers and Constant nodes (loop bodies too) by shape and
+    type, the scales and zero points that (de)quantize nodes read, and the graph."""
+    onnx = require("onnx")
+    from onnx import numpy_helper
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    constants, quantization, names = [], 0, 0
+
+    def walk(graph):
+        nonlocal quantization, names
+        names += sum(len(n.name) + sum(map(len, n.input)) + sum(map(len, n.output)) for n in graph.node)
+        names += sum(len(t.name) for t in graph.initializer)
+        qparams = {name for node in graph.node if node.op_type in _QDQ_OPS for name in node.input[1:]}
+        tensors = [(t.name, t) for t in graph.initializer]
+        tensors += [(node.output[0], a.t) for node in graph.node if node.op_type == "Constant"
+                    for a in node.attribute if a.name == "value"]
+        for name, tensor in tensors:
+            array = numpy_helper.to_array(tensor)
+            if name in qparams:
+                quantization += array.nbytes
+            else:
+                constants.append((array.shape, array.dtype.kind, array.nbytes))
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    walk(attribute.g)
+
+    walk(model.graph)
+    return _storage(path.stat().st_size, constants, quantization, names)

@@ -11,7 +11,8 @@ Every candidate comes from the converter's own calibrator and MLIR quantizer, ru
   (:mod:`edgeseq.export.equalize`: only weights change), quantized with per-channel weights, which its
   scales assume.
 - **16-bit activations** (models without WHILE loops): int16 activations, int8 weights (TFLite 16x8),
-  still integer arithmetic.
+  still integer arithmetic; the kernels rounded by output error (:mod:`edgeseq.export.rounding`), since
+  at 16 bits the weights' rounding is most of what is left to lose.
 - **float fallback**: the quantizer's denylist leaves the most sensitive layers' ops float (their inputs
   dequantized, their outputs requantized), one more layer at a time; each step is also measured with the
   float layers' FULLY_CONNECTED weights in int8 (hybrid kernels: float activations, integer MACs), so a
@@ -257,7 +258,8 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - the converter refuses 16x8 for some ops: a remedy less
             runner.skipped.append(f"16-bit activations: the converter refused ({_first_line(exc)})")
             return False
-        self.notes["16-bit activations"] = {"graph": "converter", "weights": "int8 per-channel", "activations": "int16"}
+        self.notes["16-bit activations"] = {"graph": "converter", "weights": "int8 per-channel, rounded by output error",
+                                            "activations": "int16"}
         return runner.stage("16-bit activations", {"16-bit activations": built})
 
     def _fallback(self, runner: search.Search, standard: dict[str, Path]) -> None:

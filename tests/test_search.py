@@ -197,6 +197,44 @@ def test_verify_flags_what_the_export_measured_slower(tiny_bundle):
     assert integer_flags(slow.model_copy(update={"search": None}), 0.9) == ["not 2x smaller than fp32: 0.90x its size"]
 
 
+def test_the_manifest_says_where_each_artifacts_bytes_go(tiny_bundle):
+    from edgeseq.parity import size_floor
+    from edgeseq.verify import integer_flags
+
+    _, result = tiny_bundle
+    by_id = {a.id: a for a in result.manifest.ok_artifacts()}
+    for entry in by_id.values():
+        parts = entry.storage
+        total = parts.weights_float + parts.weights_integer + parts.vectors + parts.quantization + parts.graph
+        assert total == entry.bytes, entry.id  # the parts add up to the file
+        assert 0 <= parts.names <= parts.graph
+    for fmt in ("tflite", "onnx"):
+        fp32, int8 = by_id[f"{fmt}-fp32"].storage, by_id[f"{fmt}-int8"].storage
+        assert fp32.weights_integer == 0 and fp32.float_weight_elements * 4 == fp32.weights_float
+        assert fp32.float_weight_elements == 28 * 28 * 32 + 32 * 10  # the two Dense kernels
+        assert int8.weights_integer >= 28 * 28 * 32  # the first kernel is int8 whatever the search chose
+    # an int8 artifact that is not 2x smaller says what keeps it large, and the floor 8-bit weights allow
+    fp32 = by_id["onnx-fp32"]
+    floor = size_floor(fp32.storage, fp32.bytes)
+    assert 0.25 < floor < 0.5
+    flags = integer_flags(by_id["onnx-int8"].model_copy(update={"search": None}), 0.9, fp32)
+    assert flags[0].startswith("not 2x smaller than fp32: 0.90x its size (integer weights ")
+    assert flags[0].endswith(f"of fp32's size; 8-bit weights allow {floor:.2f}x)")
+
+
+def test_the_size_floor_counts_weights_at_one_byte_and_drops_names():
+    from edgeseq.parity import size_floor, size_parts
+    from edgeseq.schema import Storage
+
+    fp32 = Storage(weights_float=4000, float_weight_elements=1000, weights_integer=0, vectors=400,
+                   quantization=0, graph=1600, names=500)
+    assert size_floor(fp32, 6000) == (6000 - 4000 + 1000 - 500) / 6000
+    int8 = Storage(weights_float=800, float_weight_elements=200, weights_integer=800, vectors=400,
+                   quantization=1200, graph=1000, names=0)  # one layer left float, per-channel parameters
+    assert size_parts(int8, fp32, 6000) == ("float weights 13%, integer weights 13%, quantization parameters 20%, "
+                                            "graph 17% of fp32's size; 8-bit weights allow 0.42x")
+
+
 def test_gelu_converts_to_onnx_that_runs(tmp_path, splits):
     """tf2onnx emits Erfc for Keras' exact GELU; ONNX Runtime has no Erfc kernel, so without the rewrite no
     ONNX artifact of such a model loads."""

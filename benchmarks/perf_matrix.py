@@ -45,9 +45,9 @@ def peak_gmacs(threads: int) -> float:
     return round(float(done.stdout.strip()), 2)
 
 
-def onnx_profile(path: Path, top: int = 3, runs: int = 50) -> tuple[str, float]:
-    """Where an ONNX artifact spends its time at batch 1 on one thread: the op types with the largest share,
-    and how many kernels ORT launches per inference (after its own graph optimizations)."""
+def onnx_op_times(path: Path, runs: int = 50) -> tuple[dict[str, float], float]:
+    """µs per inference each op type takes in ORT's profiler at batch 1 on one thread (after ORT's own graph
+    optimizations), largest first, and how many kernels ORT launches per inference."""
     import numpy as np
 
     from edgeseq.runtimes import open_runner
@@ -59,8 +59,29 @@ def onnx_profile(path: Path, top: int = 3, runs: int = 50) -> tuple[str, float]:
         if event["name"].endswith("_kernel_time"):
             times[(event.get("args") or {}).get("op_name", "?")] += event["dur"]
             launches += 1
+    return {op: t / runs for op, t in times.most_common()}, launches / runs
+
+
+def onnx_profile(path: Path, top: int = 3, runs: int = 50) -> tuple[str, float]:
+    """Where an ONNX artifact spends its time at batch 1 on one thread: the op types with the largest share,
+    and how many kernels ORT launches per inference (after its own graph optimizations)."""
+    times, launches = onnx_op_times(path, runs)
     total = sum(times.values()) or 1
-    return ", ".join(f"{op} {t / total:.0%}" for op, t in times.most_common(top)), launches / runs
+    return ", ".join(f"{op} {t / total:.0%}" for op, t in list(times.items())[:top]), launches
+
+
+def onnx_why(quantized: Path, reference: Path, floor: dict, quant: str, runs: int = 200) -> str:
+    """Why an ONNX int8 artifact is not faster than its fp32: both profiled by ORT, op type by op type (µs
+    per inference), kernel launches against ORT's measured per-node and per-call floors."""
+    (q, q_launches), (f, f_launches) = onnx_op_times(quantized, runs), onnx_op_times(reference, runs)
+    q_total, f_total = sum(q.values()), sum(f.values())
+    ops = ", ".join(f"{op} {t:.1f}" for op, t in list(q.items())[:4])
+    ref = ", ".join(f"{op} {t:.1f}" for op, t in list(f.items())[:4])
+    extra = (q_launches - f_launches) * floor["onnx_node"]
+    return (f"ORT profile (µs per inference, 1 thread, each kernel with the profiler's own cost; {quant} vs fp32): "
+            f"kernels {q_total:.1f} vs {f_total:.1f} ({q_total / f_total:.2f}x; {quant}: {ops}; fp32: {ref}); "
+            f"{q_launches:.0f} vs {f_launches:.0f} kernel launches: {extra:+.2f} µs at ORT's per-node floor "
+            f"({floor['onnx_node']:.2f} µs; per-call floor {floor['onnx']:.1f} µs)")
 
 
 def loop_node_launches(path: Path) -> tuple[int, int] | None:

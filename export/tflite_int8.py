@@ -5,8 +5,9 @@ Every candidate comes from the converter's own calibrator and MLIR quantizer, ru
 
 - **standard**: the stock converter's full-int8 result (models without WHILE loops: the converter's int8
   path crashes on them), and each float graph (the Keras cells, or a rewrite of them) quantized with
-  per-channel and with per-tensor weights. A WHILE loop stays a loop (a cell's weights stored once); see
-  :mod:`edgeseq.export.tflite_graph` for the surgery before and after quantization.
+  per-channel and with per-tensor weights; a recurrent graph also from a copy whose kernels are rounded
+  by output error (:mod:`edgeseq.export.rounding`), per-channel only. A WHILE loop stays a loop (a cell's
+  weights stored once); see :mod:`edgeseq.export.tflite_graph` for the surgery before and after quantization.
 - **cross-layer equalization**: a float graph of the model with its channel ranges equalized
   (:mod:`edgeseq.export.equalize`: only weights change), quantized with per-channel weights, which its
   scales assume.
@@ -150,11 +151,13 @@ def _first_line(exc: Exception) -> str:
 
 
 def search_int8(tf, graphs: dict[str, bytes], stock: bytes | None, sixteen, samples: np.ndarray, batch: int,
-                recipe: dict, selection, model, equalizer=None) -> bytes:
+                recipe: dict, selection, model, equalizer=None, models: dict | None = None) -> bytes:
     """Run the search (``sixteen``: builds the 16x8 candidate, None where it does not apply; ``equalizer``:
-    builds the :class:`Equalized` graph, or None where no tensor can be); fills ``recipe`` and returns the
-    chosen flatbuffer."""
-    calibrated = {name: _Calibrated(tf, name, fp32, samples, batch) for name, fp32 in graphs.items()}
+    builds the :class:`Equalized` graph, or None where no tensor can be; ``models``: the Keras model of
+    each graph not converted from ``model`` itself, a copy with rounded kernels); fills ``recipe`` and
+    returns the chosen flatbuffer."""
+    models = models or {}
+    calibrated = {name: _Calibrated(tf, name, fp32, samples, batch, models.get(name)) for name, fp32 in graphs.items()}
     with tempfile.TemporaryDirectory() as tmp:
         run = _Run(Path(tmp), calibrated, model, functools.partial(_calibrated_equalized, tf, equalizer, samples, batch)
                    if equalizer is not None else None)
@@ -214,6 +217,8 @@ class _Run:
             for weights, per_channel in WEIGHTS.items():
                 if stock is not None and per_channel:
                     continue  # what the stock converter does
+                if c.model is not None and not per_channel:
+                    continue  # rounded on the per-channel grid: its choices hold for that alone
                 name = f"{graph_name}, {weights} weights"
                 built[name] = self.write(c.quantize(per_channel))
                 self.notes[name] = {"graph": graph_name, "weights": f"int8 {weights}", "folded": c.folded}

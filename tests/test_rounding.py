@@ -83,8 +83,73 @@ def test_every_roundable_layer_is_rounded_onto_its_grid_with_less_error(splits):
 
 def test_a_model_without_roundable_layers_is_returned_as_it_is():
     keras = pytest.importorskip("keras")
-    model = keras.Sequential([keras.Input((28, 28)), keras.layers.LSTM(8), keras.layers.Activation("softmax")])
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.LSTM(8, go_backwards=True),
+                              keras.layers.Activation("softmax")])  # its states run backwards: not measured
     assert rounding.round_weights(model, np.zeros((4, 28, 28), np.float32)) == (model, [])
+
+
+def _on_grid(w: np.ndarray) -> bool:
+    """Per output channel (the last axis), every weight on that channel's max|w| / 127 grid."""
+    rows = w.reshape(-1, w.shape[-1]).T
+    return bool(np.allclose(rounding.nearest(rows), rows, atol=1e-6))
+
+
+@pytest.mark.parametrize("kind", ["SimpleRNN", "LSTM", "GRU"])
+def test_recurrent_kernels_are_rounded_on_the_states_each_step_reads(splits, kind):
+    """Both kernels on their grids with less output error; jointly (the concatenated SimpleRNN cell's one
+    matrix), the two on one grid per output channel instead."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((28, 28)), getattr(keras.layers, kind)(12, name="cell"),
+                              keras.layers.Dense(10, activation="softmax", name="out")])
+    images = splits[0].images[:200].reshape((-1, 28, 28)).astype(np.float32)
+    copy, records = rounding.round_weights(model, images)
+    assert [r["layer"] for r in records] == ["cell", "out"]
+    assert all(r["output_error"][1] < r["output_error"][0] for r in records), records
+    kernel, recurrent = copy.get_layer("cell").get_weights()[:2]
+    assert _on_grid(kernel) and _on_grid(recurrent)
+    bias = model.get_layer("cell").get_weights()[2]
+    assert np.array_equal(copy.get_layer("cell").get_weights()[2], bias)  # biases stay
+    if kind == "SimpleRNN":
+        joint, records = rounding.round_weights(model, images, joint=True)
+        stacked = np.concatenate(joint.get_layer("cell").get_weights()[:2], axis=0)
+        assert _on_grid(stacked) and records[0]["output_error"][1] < records[0]["output_error"][0]
+    agreement = (np.asarray(copy(images)).argmax(-1) == np.asarray(model(images)).argmax(-1)).mean()
+    assert agreement > 0.97
+
+
+def test_the_concatenated_cell_keeps_the_integers_the_joint_rounding_chose(splits):
+    """The rounded SimpleRNN graph, quantized per channel as the int8 search does: the converter's
+    integers times its scales are the rounded [kernel; recurrent kernel], exactly."""
+    keras = pytest.importorskip("keras")
+    tf = pytest.importorskip("tensorflow")
+    from edgeseq.export import tflite, tflite_int8
+    from edgeseq.export import tflite_graph as graph
+
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.SimpleRNN(16, name="cell"),
+                              keras.layers.Dense(10, activation="softmax", name="out")])
+    samples = splits[0].images[:64].reshape((-1, 28, 28)).astype(np.float32)
+    with tflite._saved_model(tf, model, 1) as saved:
+        graphs = {"keras cells": tflite._convert(tf, saved, tflite.Quant.fp32, None, (28, 28), 1, {})}
+    fused, _ = tflite.rewrite.concat_simple_rnn(model)
+    with tflite._saved_model(tf, fused, 1) as saved:
+        graphs["concatenated SimpleRNN cell"] = tflite._convert(tf, saved, tflite.Quant.fp32, None, (28, 28), 1, {})
+    models = tflite._rounded_graphs(tf, model, samples, 1, graphs)
+    name = f"concatenated SimpleRNN cell, {tflite.ROUNDED}"
+    assert set(models) == {f"keras cells, {tflite.ROUNDED}", name}
+    stacked = np.concatenate(models[name].get_layer("cell").get_weights()[:2], axis=0).T  # (out, in)
+    c = tflite_int8._Calibrated(tf, name, graphs[name], samples, 1, models[name])
+    quantized = graph.load(c.quantize(per_channel=True))
+    found = 0
+    for subgraph in quantized.subgraphs:
+        for tensor in subgraph.tensors:
+            if tuple(tensor.shape) == stacked.shape and tensor.type == graph.INT8:
+                data = np.frombuffer(bytes(bytearray(quantized.buffers[tensor.buffer].data)), np.int8)
+                scales = np.asarray(tensor.quantization.scale, np.float32)[:, None]
+                assert np.allclose(data.reshape(stacked.shape) * scales, stacked, atol=1e-6)
+                found += 1
+    assert found == 1
 
 
 def test_the_16_bit_candidate_keeps_the_integers_the_rounding_chose(splits):
@@ -109,5 +174,35 @@ def test_the_16_bit_candidate_keeps_the_integers_the_rounding_chose(splits):
             if detail["dtype"] == np.int8 and tuple(detail["shape"]) == kernel.shape:
                 scales = detail["quantization_parameters"]["scales"][:, None]
                 assert np.allclose(interpreter.get_tensor(detail["index"]) * scales, kernel, atol=1e-6)
+                found += 1
+    assert found == 2
+
+
+def test_dynamic_range_of_a_recurrent_model_runs_the_rounded_kernels(splits, tmp_path):
+    """TFLite dynamic range of a WHILE loop quantizes the rounded copy's kernels (those of 1,024 weights or
+    more: the converter leaves smaller ones float, so those keep their own values), and keeps its integers."""
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    from edgeseq.export import tflite
+    from edgeseq.export import tflite_graph as graph
+
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.SimpleRNN(40, name="cell"),
+                              keras.layers.Dense(10, activation="softmax", name="out")])
+    samples = splits[0].images[:64].reshape((-1, 28, 28)).astype(np.float32)
+    recipe = tflite.convert(model, tmp_path / "m.tflite", tflite.Quant.dynamic, samples)
+    assert recipe["rounded"] == ["cell"] and tflite.ROUNDED in recipe["weights"]
+    rounded, _ = rounding.round_weights(model, samples, min_elements=tflite.DYNAMIC_MIN_ELEMENTS)
+    kernels = {w.shape[::-1]: w.T for w in rounded.get_layer("cell").get_weights()[:2]}  # (out, in)
+    flatbuffer = graph.load((tmp_path / "m.tflite").read_bytes())
+    found = 0
+    for subgraph in flatbuffer.subgraphs:  # the cell's weights are in the WHILE body
+        for tensor in subgraph.tensors:
+            kernel = kernels.get(tuple(tensor.shape))
+            if tensor.type == graph.INT8 and kernel is not None:
+                data = np.frombuffer(bytes(bytearray(flatbuffer.buffers[tensor.buffer].data)), np.int8)
+                scales = np.asarray(tensor.quantization.scale, np.float32)
+                scales = scales[:, None] if len(scales) == len(kernel) else scales
+                assert np.allclose(data.reshape(kernel.shape) * scales, kernel, atol=1e-6)
                 found += 1
     assert found == 2

@@ -104,7 +104,7 @@ def _candidate(name, agreement, share, p50_ratio, size=0.3, stage="standard", de
 
 
 def test_ranking_prefers_integer_then_speed_among_those_meeting_the_target():
-    from edgeseq.export.search import Target, acceptable, best
+    from edgeseq.export.search import Target, acceptable, best, why
 
     t = Target()
     fast_float = _candidate("mostly float", 0.999, 0.6, 0.5)
@@ -116,7 +116,17 @@ def test_ranking_prefers_integer_then_speed_among_those_meeting_the_target():
     assert best([fast_float, slower_int, broken], t).name == "slower integer"  # the integer floor comes first
     # ... but not past TOO_SLOW: a 3x slower integer graph loses to a mostly float one 2x faster than fp32
     assert best([fast_float, slow_int, broken], t).name == "mostly float"
-    assert best([slow_int, broken], t).name == "slow integer"  # still better than one that misses
+    # past TOO_SLOW even the only candidate meeting the target is not the int8: the closest quick one is
+    # (residual-separable's 16x8 graph met it at 39x fp32's latency and was shipped over 1x int8 graphs)
+    near_quick = _candidate("near, quick", 0.985, 0.98, 0.9)
+    near_quick.meets_target = False
+    assert best([slow_int, near_quick], t).name == "near, quick"
+    assert best([slow_int], t).name == "slow integer"  # nothing quicker: the only one there is
+    sixteen = _candidate("16-bit activations", 0.997, 1.0, 39.3, stage="16-bit activations")
+    assert not acceptable(sixteen)  # its stage does not end the search
+    said = why(best([sixteen, near_quick], t), [sixteen, near_quick], t)
+    assert said.startswith("no candidate within 2.0x fp32's latency reached 99.5% agreement")
+    assert "1 slower did (the fastest, 16-bit activations, at 39.3x)" in said and said.endswith("near, quick (98.50%)")
     assert best([fast_float, broken], t).name == "mostly float"
     # nothing meets the target: the closest that is still mostly integer, not the fastest
     near = _candidate("near", 0.99, 0.9, 2.0)

@@ -336,7 +336,8 @@ def _verdict(r: dict, zoo: bool, entry) -> tuple[str, list[str]]:
     limits = []
     if r["quant"] == "int8":
         if r["agreement"] < BARS["agreement"]:
-            limits.append(f"agreement {r['agreement']:.2%} < 99.5 %" + _hardest(entry) + _closest(entry))
+            limits.append(f"agreement {r['agreement']:.2%} < 99.5 %" + _hardest(entry) + _closest(entry)
+                          + _selection_gap(entry))
         if r["accuracy_delta"] is not None and r["accuracy_delta"] < -BARS["max_drop"]:
             limits.append(f"accuracy drop {-r['accuracy_delta'] * 100:.2f} pts > 0.3")
         floor = BARS["integer_zoo"] if zoo else BARS["integer"]
@@ -382,6 +383,18 @@ def _closest(entry) -> str:
         return ""
     return (f"; best on the selection: {best.name}, {best.agreement:.2%} at {best.p50_vs_fp32:.1f}x fp32's latency, "
             f"{best.integer_mac_share:.0%} integer MACs")
+
+
+def _selection_gap(entry) -> str:
+    """Where the chosen candidate met the target on the held-out selection but not on the test set: the
+    measured gap between the two, which the search could not see."""
+    found = entry.search
+    winner = found.winner() if found else None
+    if winner is None or not winner.meets_target:
+        return ""
+    se = (winner.agreement * (1 - winner.agreement) / max(found.images, 1)) ** 0.5
+    return (f"; the chosen candidate met the target on the selection: {winner.agreement:.2%} of {found.images:,} "
+            f"held-out images (one standard error {se:.2%}), so the search stopped there")
 
 
 def _hardest(entry) -> str:

@@ -42,6 +42,11 @@ def _kind(layer) -> str:
     return type(layer).__name__
 
 
+def has_recurrent(model) -> bool:
+    """Whether ``model`` has a SimpleRNN, LSTM or GRU layer of its own (what can become a WHILE loop)."""
+    return any(_kind(layer) in _RECURRENT for layer in model.layers)
+
+
 def _roundable(layer) -> bool:
     if _kind(layer) in _RECURRENT:  # its states are measured by running it forward from zero
         return not layer.go_backwards and not layer.stateful
@@ -221,7 +226,7 @@ def round_weights(model, calibration: np.ndarray, seed: int = 0, joint: bool = F
     if graph is None:
         return model, []
     layers = [layer for layer in model.layers if _roundable(layer) and layer.name in graph.call and layer.get_weights()
-              and min(np.size(w) for w in layer.get_weights() if np.ndim(w) >= 2) >= min_elements]
+              and min((np.size(w) for w in layer.get_weights() if np.ndim(w) >= 2), default=0) >= min_elements]
     if not layers:
         return model, []
     images = np.asarray(calibration, np.float32)[:SAMPLES]

@@ -85,8 +85,8 @@ def _dynamic(tf, model, saved: str, calibration: np.ndarray, batch: int, recipe:
     distorted digits: 98.15 % agreement with Keras rounded to nearest, 98.80 % rounded so; the 1-epoch
     SimpleRNN's 98.00 % -> 99.20 %)."""
     input_shape = _input_shape(model)
-    fp32 = _convert(tf, saved, Quant.fp32, None, input_shape, batch, {})
-    if graph.has_while(fp32):
+    # only a recurrent layer makes a loop: the fp32 graph that says whether it did is converted for those alone
+    if rounding.has_recurrent(model) and graph.has_while(_convert(tf, saved, Quant.fp32, None, input_shape, batch, {})):
         rounded, done = rounding.round_weights(model, _samples(calibration, input_shape), min_elements=DYNAMIC_MIN_ELEMENTS)
         if done:
             with _saved_model(tf, rounded, batch) as rounded_saved:

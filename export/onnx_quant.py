@@ -42,6 +42,19 @@ HEAD_MAX_WEIGHTS = 0.25
 EQUALIZED = "static QDQ, channels equalized"  # the family of the equalized graph, and its stage
 
 
+ROUNDED = "rounded by output error"  # the families of the graph whose kernels are rounded so
+
+
+@dataclass
+class Rounded:
+    """An fp32 .onnx of a copy of the model whose kernels sit on the symmetric int8 per-channel grid,
+    rounded by output error (:mod:`edgeseq.export.rounding`), with that copy's layers."""
+
+    path: Path
+    keras: search.KerasLayers
+    layers: list[str]  # the layers rounded
+
+
 @dataclass
 class Equalized:
     """An fp32 .onnx of an equalized copy of the model, with that copy's layers (which node is which)."""
@@ -97,13 +110,14 @@ class _Family:
 
 def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarray | None,
             selection: search.Selection | None, baseline: Path | None = None, keras=None,
-            equalized=None) -> dict:
+            equalized=None, rounded: Rounded | None = None) -> dict:
     """Write the dynamic or int8 artifact of ``fp32_path``; returns its recipe (with the search record).
 
     baseline: the fp32 artifact the result is timed and sized against (the bundle's own, when the
     integer graph starts from another form of it, e.g. with its GRU unrolled); keras: the model's
     :class:`~edgeseq.export.search.KerasLayers`, to tell which ops each layer became; equalized: () -> the
-    :class:`Equalized` graph, or None where no tensor can be (a stage of the int8 search, built if reached).
+    :class:`Equalized` graph, or None where no tensor can be (a stage of the int8 search, built if reached);
+    rounded: the :class:`Rounded` graph, whose families join the standard candidates.
     """
     onnx = require("onnx")
     ort = require("onnxruntime")
@@ -117,7 +131,7 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
         scratch = Path(tmp)
         source, hoisted = _hoisted_copy(fp32_path, scratch)
         images = np.asarray(calibration, np.float32).reshape((-1, *input_shape)) if quant is Quant.int8 else None
-        families, later = _families(scratch, source, time_steps, hoisted, images, keras, equalized)
+        families, later = _families(scratch, source, time_steps, hoisted, images, keras, equalized, rounded)
         if selection is None:  # nothing to measure on: the first family's standard candidate
             name, family = next(iter(families.items()))
             chosen_path, chosen_name, record = family.build(name, []), name, None
@@ -147,6 +161,8 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
                            "dynamic integer kernels (MatMulInteger), weights stored once")
     if family_name == EQUALIZED:
         recipe["equalized"] = later.equalized.pairs
+    if ROUNDED in family_name:
+        recipe["rounded"] = rounded.layers
     if family.head:
         recipe["kept_float"] = {"nodes": family.head, "mac_share": round(family.head_share, 4),
                                 "why": "output layer at higher precision"}
@@ -155,11 +171,18 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
     return recipe
 
 
-def _families(scratch: Path, source: Path, time_steps, hoisted: int, images: np.ndarray | None, keras, equalized
-              ) -> tuple[dict[str, "_Family"], "_Later | None"]:
-    """The quantizer families to search (static QDQ ones where ``images`` calibrate int8), and the
-    equalized graph's family, built later if the search reaches it."""
+def _families(scratch: Path, source: Path, time_steps, hoisted: int, images: np.ndarray | None, keras, equalized,
+              rounded: Rounded | None = None) -> tuple[dict[str, "_Family"], "_Later | None"]:
+    """The quantizer families to search (static QDQ ones where ``images`` calibrate int8; those of the
+    ``rounded`` graph too, with per-channel int8 weights, the grid it was rounded on), and the equalized
+    graph's family, built later if the search reaches it."""
     families = {"dynamic integer": _dynamic_family(scratch, source, time_steps, hoisted, keras)}
+    if rounded is not None:
+        folder = scratch / "rounded"  # its prepared graphs have the same names as the others'
+        folder.mkdir()
+        graph, loops = _hoisted_copy(rounded.path, folder)
+        families[f"dynamic integer, {ROUNDED}"] = _dynamic_family(folder, graph, time_steps, loops, rounded.keras,
+                                                                  on_grid=True)
     if images is None:
         return families, None
     static = _static_family(scratch, source, time_steps, hoisted, images, keras)
@@ -167,6 +190,10 @@ def _families(scratch: Path, source: Path, time_steps, hoisted: int, images: np.
     if "Gemm" in _op_types(static.graph):  # which of the two ORT runs faster differs by model: try both
         families["static QDQ, MatMul+Add kept"] = _static_family(scratch, source, time_steps, hoisted, images, keras,
                                                                  optimize=False)
+    if rounded is not None:
+        on_grid = _static_family(scratch / "rounded", graph, time_steps, loops, images, rounded.keras)
+        on_grid.weights = lambda name: "int8 per-channel, " + ROUNDED
+        families[f"static QDQ, {ROUNDED}"] = on_grid
     return families, (_Later(scratch, equalized, time_steps, images) if equalized is not None else None)
 
 
@@ -323,19 +350,24 @@ def _static_family(scratch: Path, source: Path, time_steps, hoisted: int, images
                    lambda name: "int8 per-channel")
 
 
-def _dynamic_family(scratch: Path, source: Path, time_steps, hoisted: int, keras) -> _Family:
+def _dynamic_family(scratch: Path, source: Path, time_steps, hoisted: int, keras, on_grid: bool = False) -> _Family:
     """uint8 asymmetric weights (measured on the zoo's mlp at batch 1: 99.90 % agreement against 99.85 % for
     int8 symmetric), per-tensor and per-channel (which is better differs by model); int8 per-tensor weights
-    where an LSTM is quantized (what its kernel takes)."""
+    where an LSTM is quantized (what its kernel takes). on_grid: ``source``'s kernels already sit on the
+    symmetric int8 per-channel grid (ORT's scale for them is max|w| / 127, the one they were rounded on):
+    int8 per-channel weights only."""
     quantization = require("onnxruntime.quantization")
     head = output_head(source, time_steps)
     lstm = "LSTM" in _op_types(source)
-    weights = quantization.QuantType.QInt8 if lstm else quantization.QuantType.QUInt8
+    weights = quantization.QuantType.QInt8 if lstm or on_grid else quantization.QuantType.QUInt8
 
     def make(family: _Family, graph: Path, out: Path, exclude: list[str], per_channel: bool = False) -> None:
         quantization.quantize_dynamic(str(graph), str(out), weight_type=weights, per_channel=per_channel,
                                       nodes_to_exclude=exclude, extra_options={"EnableSubgraph": bool(hoisted)})
 
+    if on_grid:
+        return _Family(scratch, source, make, _layers(source, time_steps, head[0], keras), head,
+                       {", int8 per-channel": {"per_channel": True}}, lambda name: "int8 per-channel, " + ROUNDED)
     variants = {"": {}} if lstm else {"": {}, " per-channel": {"per_channel": True}}
     kind = "int8" if lstm else "uint8 asymmetric"
     return _Family(scratch, source, make, _layers(source, time_steps, head[0], keras), head, variants,

@@ -211,14 +211,15 @@ def _round_layer(layer, x: np.ndarray, rng, joint: bool = False) -> tuple[list[n
 
 
 def round_weights(model, calibration: np.ndarray, seed: int = 0, joint: bool = False,
-                  min_elements: int = 0) -> tuple[object, list[dict]]:
+                  min_elements: int = 0, skip: frozenset[str] = frozenset()) -> tuple[object, list[dict]]:
     """A copy of ``model`` with the kernels of its roundable layers on the int8 grid, rounded by output
     error, and a record per layer (its output error with nearest rounding and with this, on the
     calibration images); ``(model, [])`` when no layer can be. calibration: (N, *input_shape) float32.
     ``joint``: each SimpleRNN's kernel and recurrent kernel rounded as the one matrix of
     :func:`edgeseq.export.rewrite.concat_simple_rnn` (the copy is meant to be rewritten so).
     ``min_elements``: a layer with a smaller kernel keeps its weights (a converter that leaves such
-    weights float, as TFLite's dynamic range does under 1,024, would otherwise run them perturbed)."""
+    weights float, as TFLite's dynamic range does under 1,024, would otherwise run them perturbed).
+    ``skip``: names of layers that keep their weights (an output layer a converter keeps float)."""
     from edgeseq.export.equalize import _graph, _run
 
     keras = require("keras")
@@ -226,6 +227,7 @@ def round_weights(model, calibration: np.ndarray, seed: int = 0, joint: bool = F
     if graph is None:
         return model, []
     layers = [layer for layer in model.layers if _roundable(layer) and layer.name in graph.call and layer.get_weights()
+              and layer.name not in skip
               and min((np.size(w) for w in layer.get_weights() if np.ndim(w) >= 2), default=0) >= min_elements]
     if not layers:
         return model, []

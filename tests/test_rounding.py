@@ -206,3 +206,41 @@ def test_dynamic_range_of_a_recurrent_model_runs_the_rounded_kernels(splits, tmp
                 assert np.allclose(data.reshape(kernel.shape) * scales, kernel, atol=1e-6)
                 found += 1
     assert found == 2
+
+
+def test_onnx_integer_graphs_of_an_unrolled_cell_run_the_rounded_kernels(splits, tmp_path):
+    """ORT's dynamic quantizer, int8 per-channel, on the rounded copy's unrolled SimpleRNN: its integers
+    times its scales are the rounded kernels, exactly (ORT's symmetric grid is the one they were rounded
+    on); the small output layer the integer graphs keep float keeps its own weights."""
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    onnx = pytest.importorskip("onnx")
+    from edgeseq.export import onnx as onnx_export
+    from edgeseq.export import onnx_quant
+
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.SimpleRNN(16, name="cell"),
+                              keras.layers.Dense(10, activation="softmax", name="out")])
+    samples = splits[0].images[:64].reshape((-1, 28, 28)).astype(np.float32)
+    source = tmp_path / "fp32.onnx"
+    onnx_export.convert_fp32(model, source, fuse=False, keep_names=True)
+    rounded = onnx_export._rounded(model, samples, source, tmp_path / "rounded.onnx")
+    assert rounded.layers == ["cell"]
+    copy, _ = rounding.round_weights(model, samples, skip=frozenset({"out"}))
+    kernels = {w.shape: w for w in copy.get_layer("cell").get_weights()[:2]}  # (in, out), as MatMul reads them
+    family = onnx_quant._dynamic_family(tmp_path, rounded.path, 28, 0, rounded.keras, on_grid=True)
+    assert list(family.variants) == [", int8 per-channel"]
+    graph = onnx.load(str(family.build("candidate", [], **family.variants[", int8 per-channel"]))).graph
+    arrays = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    found = set()
+    for node in graph.node:
+        if node.op_type == "DynamicQuantizeMatMul" and node.input[1] in arrays:
+            q, scale = arrays[node.input[1]], arrays[node.input[2]]
+            kernel = kernels.get(q.shape)
+            if q.dtype == np.int8 and kernel is not None:
+                assert np.allclose(q * scale.reshape(1, -1), kernel, atol=1e-6)
+                found.add(q.shape)
+    assert found == set(kernels)
+    head = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(rounded.path)).graph.initializer
+            if tuple(i.dims) == (16, 10)]
+    assert len(head) == 1 and np.array_equal(head[0], model.get_layer("out").get_weights()[0])

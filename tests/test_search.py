@@ -143,6 +143,23 @@ def test_ranking_prefers_integer_then_speed_among_those_meeting_the_target():
     assert best([int16, int8], t).name == "int8" and best([int16], t).name == "16x8"
 
 
+def test_holding_on_camera_like_images_comes_before_speed():
+    """Two candidates meeting the target, equally worth having: the one agreeing on CAMERA_GOAL of the
+    camera-like images wins over a faster one, but not over the integer floor."""
+    from edgeseq.export.search import CAMERA_GOAL, Target, best
+
+    t = Target()
+    fast = _candidate("fast, 97.4 % camera-like", 0.9992, 1.0, 1.06)
+    steady = _candidate("rounded, 99.0 % camera-like", 0.9996, 1.0, 1.20)
+    fast.camera_agreement, steady.camera_agreement = 0.974, CAMERA_GOAL
+    assert best([fast, steady], t).name == steady.name
+    steady.camera_agreement = CAMERA_GOAL - 0.001
+    assert best([fast, steady], t).name == fast.name  # both short of the goal: speed decides, as before
+    floats = _candidate("mostly float, 100 % camera-like", 0.9996, 0.6, 1.0)
+    floats.camera_agreement = 1.0
+    assert best([fast, floats], t).name == fast.name
+
+
 def test_layers_are_found_in_a_fused_cell_and_shared_out_of_every_mac():
     """A SimpleRNN cell converted as one MatMul over [x, h] holds the kernel and the recurrent kernel in one
     matrix: it is still that layer's; and a layer's MAC share counts the MACs no layer owns, so a small head

@@ -32,8 +32,9 @@ def export_command(
     """Convert a Keras model to TFLite and ONNX at each quantization and write a bundle a device can use
     without TensorFlow: the artifacts, manifest.json and reference.npz.
 
-    int8 and dynamic artifacts come from an accuracy-aware search on 2,000 held-out training images (never
-    test images): standard recipes, other ranges or 16-bit activations, then the most sensitive layers left
+    int8 and dynamic artifacts come from an accuracy-aware search on the last 5,000 training images, held
+    out from calibration, and 1,000 camera-like copies of them (never test images): standard recipes (and
+    weights rounded by output error), other ranges or 16-bit activations, then the most sensitive layers left
     float, each scored on agreement, integer share, size and latency against fp32; see the bundle's
     sensitivity-<artifact>.md. Integer artifacts slower than fp32 or not 2x smaller are flagged.
 

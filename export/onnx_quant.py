@@ -159,10 +159,9 @@ def integer(fp32_path: Path, out_path: Path, quant: Quant, calibration: np.ndarr
     if hoisted:
         recipe["loops"] = (f"{hoisted} loop-carried constants hoisted into the loop body; its MatMuls run ORT's "
                            "dynamic integer kernels (MatMulInteger), weights stored once")
-    if family_name == EQUALIZED:
-        recipe["equalized"] = later.equalized.pairs
-    if ROUNDED in family_name:
-        recipe["rounded"] = rounded.layers
+    remedies = {"equalized": later.equalized.pairs if family_name == EQUALIZED else None,
+                "rounded": rounded.layers if ROUNDED in family_name else None}
+    recipe.update({key: value for key, value in remedies.items() if value})
     if family.head:
         recipe["kept_float"] = {"nodes": family.head, "mac_share": round(family.head_share, 4),
                                 "why": "output layer at higher precision"}

@@ -32,11 +32,10 @@ def export_command(
     """Convert a Keras model to TFLite and ONNX at each quantization and write a bundle a device can use
     without TensorFlow: the artifacts, manifest.json and reference.npz.
 
-    int8 and dynamic artifacts come from an accuracy-aware search on the last 5,000 training images, held
-    out from calibration, and 1,000 camera-like copies of them (never test images): standard recipes (and
-    weights rounded by output error), other ranges or 16-bit activations, then the most sensitive layers left
-    float, each scored on agreement, integer share, size and latency against fp32; see the bundle's
-    sensitivity-<artifact>.md. Integer artifacts slower than fp32 or not 2x smaller are flagged.
+    int8 and dynamic come from a search on 5,000 held-out training images and 1,000 camera-like copies (never
+    test images): standard recipes and weights rounded by output error, other ranges or 16-bit activations, then
+    the most sensitive layers float, each scored on agreement, integer share, size and latency against fp32 (see
+    sensitivity-<artifact>.md); integer artifacts slower than fp32 or not 2x smaller are flagged.
 
     Each conversion runs in a separate process: one that crashes is reported failed and the others go on.
     The bundle is built beside --out and swapped in whole at the end, so an interrupted export leaves the

@@ -43,6 +43,7 @@ EQUALIZED = "static QDQ, channels equalized"  # the family of the equalized grap
 
 
 ROUNDED = "rounded by output error"  # the families of the graph whose kernels are rounded so
+ON_GRID = f"int8 per-channel, {ROUNDED}"  # what those families' weights are
 
 
 @dataclass
@@ -191,7 +192,7 @@ def _families(scratch: Path, source: Path, time_steps, hoisted: int, images: np.
                                                                  optimize=False)
     if rounded is not None:
         on_grid = _static_family(scratch / "rounded", graph, time_steps, loops, images, rounded.keras)
-        on_grid.weights = lambda name: "int8 per-channel, " + ROUNDED
+        on_grid.weights = lambda name: ON_GRID
         families[f"static QDQ, {ROUNDED}"] = on_grid
     return families, (_Later(scratch, equalized, time_steps, images) if equalized is not None else None)
 
@@ -366,7 +367,7 @@ def _dynamic_family(scratch: Path, source: Path, time_steps, hoisted: int, keras
 
     if on_grid:
         return _Family(scratch, source, make, _layers(source, time_steps, head[0], keras), head,
-                       {", int8 per-channel": {"per_channel": True}}, lambda name: "int8 per-channel, " + ROUNDED)
+                       {", int8 per-channel": {"per_channel": True}}, lambda name: ON_GRID)
     variants = {"": {}} if lstm else {"": {}, " per-channel": {"per_channel": True}}
     kind = "int8" if lstm else "uint8 asymmetric"
     return _Family(scratch, source, make, _layers(source, time_steps, head[0], keras), head, variants,

@@ -50,10 +50,24 @@ def test_position_and_scale(digits, x, y, side):
     bx, by, bw, bh = found.box
     assert x <= bx + bw / 2 <= x + side and y <= by + bh / 2 <= y + side
     cy, cx = centre_of_mass(found.image)
-    assert abs(cy - 13.5) < 1.0 and abs(cx - 13.5) < 1.0  # centred by centre of mass, as MNIST
+    assert abs(cy - 14.0) < 0.5 and abs(cx - 14.0) < 0.5  # centred by centre of mass where MNIST has it
     ys, xs = np.nonzero(found.image > 0.1)
     assert 17 <= max(np.ptp(ys), np.ptp(xs)) + 1 <= 22  # scaled into the 20x20 box
     assert found.image.dtype == np.float32 and 0 <= found.image.min() and found.image.max() <= 1
+
+
+def test_mnist_constants_are_mnists_own(splits):
+    """The centre and the stroke width to_mnist aims at are measured on MNIST, the way to_mnist measures."""
+    _, test = splits
+    images = test.images[:1000].astype(np.float32)
+    centres = np.array([centre_of_mass(image) for image in images])
+    assert np.abs(centres.mean(axis=0) - preprocess.MNIST_CENTRE).max() < 0.1
+    strokes = []
+    for image in images:
+        big = cv2.resize(image, (112, 112), interpolation=cv2.INTER_LINEAR)
+        ys, xs = np.nonzero(big > 0.3)
+        strokes.append(preprocess._stroke(big[ys.min():ys.max() + 1, xs.min():xs.max() + 1]) / (max(np.ptp(ys), np.ptp(xs)) + 1))
+    assert abs(np.median(strokes) / preprocess.MNIST_STROKE - 1) < 0.1, np.median(strokes)
 
 
 def test_preprocessed_digit_looks_like_its_mnist_original(digits):

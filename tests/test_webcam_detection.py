@@ -95,6 +95,30 @@ def test_lines_through_a_digit_leave_one_box_with_its_ink():
     assert len(boxes(ruled)) == 1
 
 
+def test_a_grid_line_along_digits_strokes_is_still_erased(mnist_dir):
+    """A squared-paper frame (seed 4's) where a vertical grid line runs down an 8's and a 9's strokes and is
+    lighter than the threshold between them: thick over most of what the mask holds of it, thin over its
+    run. Left standing, it tied all six digits into one box."""
+    from edgeseq.data import load_split
+
+    test = load_split("test", mnist_dir)
+    scene = scenes.render_scene(scenes.BY_NAME["squared"], np.random.default_rng([4, 1, 3]), test)
+    assert len(scene.labels) == 6
+    assert len(boxes(scene.image)) == 6
+
+
+def test_a_marker_digit_filling_the_frame_is_not_hollow():
+    """The paper is estimated with a disc wider than the stroke: a narrower one takes a marker's stroke,
+    80 px wide here, for paper and leaves only its outline as ink."""
+    frame = paper()
+    cover = strokes(glyphs.GLYPHS[7][0], 340, 80)
+    ink(frame, cover, 150, 10)
+    core = np.zeros(frame.shape[:2], bool)
+    core[10:10 + cover.shape[0], 150:150 + cover.shape[1]] = cv2.erode((cover > 0.99).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert np.percentile(preprocess.ink_map(frame)[core], 10) > 0.6
+    assert len(boxes(frame)) == 1
+
+
 def test_stroke_width_is_measured():
     mask = np.zeros((200, 200), np.uint8)
     cv2.line(mask, (40, 20), (40, 180), 255, 7)

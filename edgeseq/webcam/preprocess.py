@@ -139,9 +139,8 @@ def remove_lines(mask: np.ndarray, faint: np.ndarray | None = None) -> tuple[np.
         ys = np.linspace(y0, y1, count).round().astype(int).clip(0, h - 1)
         on = depth[ys, xs]
         present = (on > 0).mean()
-        if (on > thin + 0.5).mean() > 0.4:
-            continue  # thick along its length: a digit's long stroke, not a printed line (one crossing
-            # digits is thick only where it crosses them, however much of the mask holds it)
+        if (on > thin + 0.5).mean() > 0.4:  # over its whole run: a line crossing digits is thick only there
+            continue  # thick along its length: a digit's long stroke, not a printed line
         on = on[on > 0]
         # Paper on both sides: a printed line. Ink on one side: the edge of the desk around the page (left
         # whole, it touches the frame's edge and is dropped with it; cut along, it would leave slivers).

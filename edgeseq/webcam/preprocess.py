@@ -84,7 +84,8 @@ def ink_map(frame: np.ndarray) -> np.ndarray:
     # disc must be wider than the widest stroke (a marker digit filling the frame: a fifth of its shorter
     # side), or such a stroke is taken for paper and comes out hollow; a quarter of the shorter side still
     # follows a lamp's falloff and a shadow's edge (on the camera-like scenes, seed 4: a disc of 1/8 at 1/4
-    # resolution read 92.2 % of marker and 90.3 % of frame-filling digits right, this one 96.1 and 96.8 %).
+    # resolution read 92.2 % of marker and 90.3 % of frame-filling digits right, this one 96.1 and 96.8 %),
+    # though a patch of shadow narrower than it (in a frame's corner) is filled as paper and reads as ink.
     h, w = gray.shape
     small = cv2.resize(gray, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
     size = max(5, (min(small.shape) // 4) | 1)
